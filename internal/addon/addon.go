@@ -67,8 +67,11 @@ type Job struct {
 	Args      string    `json:"args"`      // text after "/name "
 	From      string    `json:"from"`      // sender's display name
 	Received  time.Time `json:"received"`
-	Attempts  int       `json:"attempts"`
-	LastError string    `json:"lastError,omitempty"`
+	// Reply, when set, is sent as it is instead of running Command (used for
+	// the "installed in this room" greeting).
+	Reply     *Notification `json:"reply,omitempty"`
+	Attempts  int           `json:"attempts"`
+	LastError string        `json:"lastError,omitempty"`
 }
 
 // Store keeps installations, tokens and pending jobs durably. Every method is

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/config"
+	"github.com/hipconnect/hipconnect/internal/daemon"
+	"github.com/hipconnect/hipconnect/internal/httpapi"
+	"github.com/hipconnect/hipconnect/internal/store"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
+)
+
+func (e env) serve(ctx context.Context, args []string) error {
+	cfg, pos, err := e.flags("serve", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: serve takes no arguments", errUsage)
+	}
+	return daemon.Run(ctx, cfg, daemon.Options{
+		Version: version, Logger: newLogger(cfg, e.stderr), Getenv: e.getenv, Reload: e.reload,
+	})
+}
+
+func (e env) descriptor(args []string) error {
+	cfg, _, err := e.flags("descriptor", args, nil)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Descriptor(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(d.JSON())
+	return err
+}
+
+// admin returns a client for the running daemon's admin socket, or false
+// when no daemon answers there (then the CLI opens the store itself: bbolt
+// allows one process at a time).
+func admin(ctx context.Context, cfg *config.Config) (httpapi.AdminClient, bool) {
+	path := daemon.AdminSocket(cfg)
+	c := httpapi.AdminClient{HTTP: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+	if _, err := os.Stat(path); err != nil {
+		return c, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var list []addon.Installation
+	return c, c.Do(ctx, http.MethodGet, "/installations", &list, nil) == nil
+}
+
+func openStore(cfg *config.Config) (*store.DB, error) {
+	return store.Open(cfg.Storage.Path, store.Options{Timeout: 2 * time.Second})
+}
+
+func (e env) installations(ctx context.Context, args []string) error {
+	cfg, pos, err := e.flags("installations", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 || (pos[0] == "list") != (len(pos) == 1) || len(pos) > 2 ||
+		(pos[0] != "list" && pos[0] != "show" && pos[0] != "remove") {
+		return fmt.Errorf("%w: installations list | show OAUTH_ID | remove OAUTH_ID", errUsage)
+	}
+	// Through the running daemon if there is one, else on the file.
+	var (
+		list   func() ([]addon.Installation, error)
+		show   func(id string) (addon.Installation, error)
+		remove func(id string) error
+	)
+	if c, ok := admin(ctx, cfg); ok {
+		list = func() (all []addon.Installation, err error) {
+			return all, c.Do(ctx, http.MethodGet, "/installations", &all, nil)
+		}
+		show = func(id string) (i addon.Installation, err error) {
+			return i, c.Do(ctx, http.MethodGet, "/installations/"+url.PathEscape(id), &i, nil)
+		}
+		remove = func(id string) error {
+			return c.Do(ctx, http.MethodDelete, "/installations/"+url.PathEscape(id), nil, nil)
+		}
+	} else {
+		db, err := openStore(cfg)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		list = func() ([]addon.Installation, error) { return db.Installations(ctx) }
+		show = func(id string) (addon.Installation, error) { return db.Installation(ctx, id) }
+		remove = func(id string) error { return db.DeleteInstallation(ctx, id) }
+	}
+	switch pos[0] {
+	case "list":
+		all, err := list()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "OAUTH ID\tGROUP\tROOM\tHIPCHAT\tINSTALLED")
+		for _, i := range all {
+			room := fmt.Sprint(i.RoomID)
+			if i.Global() {
+				room = "(global)"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", i.OAuthID, i.GroupID, room, i.HipChatOrigin, i.InstalledAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "show":
+		i, err := show(pos[1])
+		if err != nil {
+			return err
+		}
+		i.OAuthSecret = "" // never printed
+		b, _ := json.MarshalIndent(i, "", "  ")
+		fmt.Fprintln(e.stdout, string(b))
+		return nil
+	default:
+		if err := remove(pos[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "removed installation %s and everything stored for it\n", pos[1])
+		return nil
+	}
+}
+
+// backup writes a consistent copy of the store to OUTFILE: through the
+// running daemon (hot backup) or from the file when no daemon runs. The copy
+// is written 0600, fsynced, and checked before it takes OUTFILE's name.
+func (e env) backup(ctx context.Context, args []string) error {
+	cfg, pos, err := e.flags("backup", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: backup --config FILE OUTFILE", errUsage)
+	}
+	out := pos[0]
+	c, ok := admin(ctx, cfg)
+	if !ok {
+		db, err := openStore(cfg)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		if err := db.BackupFile(out); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "backup written to %s\n", out)
+		return nil
+	}
+	tmp := out + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	err = c.Do(ctx, http.MethodGet, "/backup", nil, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = verifyBackup(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, out)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("backup: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(out)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	fmt.Fprintf(e.stdout, "backup written to %s\n", out)
+	return nil
+}
+
+// verifyBackup opens a copy and runs the consistency check on it.
+func verifyBackup(path string) error {
+	db, err := store.Open(path, store.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	return errors.Join(db.Check(), db.Close())
+}
+
+func (e env) restore(args []string) error {
+	cfg, pos, err := e.flags("restore", args, nil)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: restore --config FILE BACKUPFILE", errUsage)
+	}
+	if err := store.Restore(pos[0], cfg.Storage.Path); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "restored %s from %s\n", cfg.Storage.Path, pos[0])
+	return nil
+}
+
+func (e env) tls(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "export-ca" {
+		return fmt.Errorf("%w: tls export-ca --config FILE", errUsage)
+	}
+	cfg, _, err := e.flags("tls export-ca", args[1:], nil)
+	if err != nil {
+		return err
+	}
+	if cfg.TLS.Mode != "self-signed" {
+		return fmt.Errorf("tls export-ca: tls.mode is %q; only self-signed mode has a local CA", cfg.TLS.Mode)
+	}
+	if c, ok := admin(ctx, cfg); ok {
+		return c.Do(ctx, http.MethodGet, "/tls/ca", nil, e.stdout)
+	}
+	db, err := openStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	base, err := url.Parse(cfg.Server.BaseURL)
+	if err != nil {
+		return err
+	}
+	m, err := tlsmgr.New(ctx, tlsmgr.Options{Mode: cfg.TLS.Mode, Host: base.Hostname(), Storage: db.CertStorage()})
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	pem, err := m.CAPEM()
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(pem)
+	return err
+}

@@ -1,0 +1,536 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/hipconnect/hipconnect/internal/hipchat"
+	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
+)
+
+// binary is the hipconnect built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hipconnect-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "hipconnect")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build hipconnect: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort reserves a loopback port for a daemon listener.
+func freePort(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer collects a process's log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a running hipconnect process.
+type proc struct {
+	t       *testing.T
+	cfgPath string
+	base    string // public URL
+	ops     string // ops listener address
+	cmd     *exec.Cmd
+	log     *syncBuffer // every process's stderr, appended
+	exited  chan struct{}
+}
+
+// newDaemon writes a configuration from yaml (with {{listen}}, {{ops}} and
+// {{dir}} filled in) and starts hipconnect on it.
+func newDaemon(t *testing.T, yaml string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	yaml = strings.NewReplacer("{{listen}}", listen, "{{ops}}", ops, "{{dir}}", dir).Replace(yaml)
+	cfg := filepath.Join(dir, "hipconnect.yaml")
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &proc{t: t, cfgPath: cfg, base: "http://" + listen, ops: ops, log: &syncBuffer{}}
+	d.start()
+	t.Cleanup(func() {
+		d.stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log.String())
+		}
+	})
+	return d
+}
+
+func (d *proc) start() {
+	d.t.Helper()
+	d.cmd = exec.Command(binary, "serve", "--config", d.cfgPath)
+	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.ops + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("hipconnect exited before ready:\n%s", d.log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("hipconnect not ready in time:\n%s", d.log.String())
+		}
+	}
+}
+
+// stop sends sig and waits for the process to end.
+func (d *proc) stop(sig syscall.Signal) {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(sig)
+	select {
+	case <-d.exited:
+	case <-time.After(20 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		d.t.Errorf("hipconnect did not stop on %v", sig)
+	}
+}
+
+// post sends body to the add-on with an optional JWT header.
+func (d *proc) do(method, path, jwt string, body []byte) (int, string) {
+	d.t.Helper()
+	req, err := http.NewRequest(method, d.base+path, bytes.NewReader(body))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if jwt != "" {
+		req.Header.Set("Authorization", "JWT "+jwt)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		d.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if loc := resp.Header.Get("Location"); loc != "" {
+		return resp.StatusCode, loc
+	}
+	return resp.StatusCode, string(b)
+}
+
+// blog is a fake search backend: /byTag.php?tag=N answers N hits, other
+// tags answer hits with hostile titles.
+func blog(t *testing.T, addr string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		tag := r.URL.Query().Get("tag")
+		var n int
+		title := "Article %d about " + tag
+		if _, err := fmt.Sscanf(tag, "%d", &n); err != nil {
+			n, title = 2, `<script>alert("%d")</script>`
+		}
+		hits := make([]map[string]string, n)
+		for i := range hits {
+			hits[i] = map[string]string{"title": fmt.Sprintf(title, i), "url": fmt.Sprintf("https://blog.example/%s/%d", tag, i)}
+		}
+		_ = json.NewEncoder(w).Encode(hits)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String(), &calls
+}
+
+const e2eConfig = `
+server:
+  base_url: http://{{listen}}
+  listen: {{listen}}
+  ops_listen: {{ops}}
+  shutdown_grace: 2s
+tls:
+  mode: "off"
+storage:
+  path: {{dir}}/hipconnect.db
+hipchat:
+  allowed_hosts: ["127.0.0.2"]
+  ca_file: {{dir}}/hipchat-ca.pem
+log:
+  level: debug
+addon:
+  key: com.example.blogsearch
+  name: Blog Search
+commands:
+  - name: hascode
+    search_url: "%s/byTag.php?tag={term}"
+    max_results: 10
+    show_all_url: "https://blog.example/tag/{term}"
+  - name: echo
+    kind: echo
+`
+
+// setup starts a fake HipChat on 127.0.0.2, a blog on 127.0.0.4 and the
+// daemon allowing only those.
+func setup(t *testing.T) (*proc, *hipchattest.Server) {
+	t.Helper()
+	hc := hipchattest.New(t, hipchattest.Options{Addr: "127.0.0.2:0"})
+	blogURL, _ := blog(t, "127.0.0.4:0")
+	d := newDaemonWithCA(t, fmt.Sprintf(e2eConfig, blogURL), hc.CAPEM())
+	return d, hc
+}
+
+func newDaemonWithCA(t *testing.T, yaml string, ca []byte) *proc {
+	t.Helper()
+	// The CA file must exist before the daemon starts: write it where
+	// {{dir}} will point by creating the daemon in two steps.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hipchat-ca.pem"), ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return newDaemon(t, strings.ReplaceAll(yaml, "{{dir}}/hipchat-ca.pem", filepath.Join(dir, "hipchat-ca.pem")))
+}
+
+func wait(t *testing.T, hc *hipchattest.Server, n int) []hipchattest.Notification {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	got, err := hc.WaitNotifications(ctx, n)
+	if err != nil {
+		t.Fatalf("waiting for %d notifications, have %d: %v", n, len(hc.Notifications()), err)
+	}
+	return got
+}
+
+func install(t *testing.T, d *proc, hc *hipchattest.Server, room int64) (id, secret string) {
+	t.Helper()
+	id, secret = hc.NewClient()
+	if code, body := d.do("POST", "/installable", "", hc.InstallPayload(id, secret, room)); code != http.StatusOK {
+		t.Fatalf("install = %d %s, want 200", code, body)
+	}
+	return id, secret
+}
+
+func TestEndToEnd(t *testing.T) {
+	d, hc := setup(t)
+	const room = 100
+
+	// The descriptor.
+	code, body := d.do("GET", "/atlassian-connect.json", "", nil)
+	if code != 200 || !strings.Contains(body, `"callbackUrl": "`+d.base+`/installable"`) ||
+		!strings.Contains(body, `"authentication": "jwt"`) {
+		t.Fatalf("descriptor = %d\n%s", code, body)
+	}
+
+	// Install, and the greeting in the room.
+	id, secret := install(t, d, hc, room)
+	n := wait(t, hc, 1)
+	if got, want := n[0].Body.Message, "The Blog Search add-on has been installed in this room"; got != want || n[0].RoomID != room {
+		t.Fatalf("greeting = %q in room %d, want %q in %d", got, n[0].RoomID, want, room)
+	}
+	tok := hc.JWT(id, secret, room, time.Minute)
+	command := func(msgID, text string) {
+		t.Helper()
+		name := strings.TrimPrefix(strings.Fields(text)[0], "/")
+		if code, body := d.do("POST", "/webhook/"+name, tok, hipchattest.RoomMessage(id, room, msgID, text)); code != http.StatusNoContent {
+			t.Fatalf("webhook %q = %d %s, want 204", text, code, body)
+		}
+	}
+
+	t.Run("three hits", func(t *testing.T) {
+		command("m-3", "/hascode 3")
+		msg := wait(t, hc, 2)[1].Body
+		if c := strings.Count(msg.Message, "<li>"); c != 3 || strings.Contains(msg.Message, "Show all") || msg.MessageFormat != "html" {
+			t.Errorf("reply has %d links:\n%s", c, msg.Message)
+		}
+	})
+	t.Run("twenty-five hits", func(t *testing.T) {
+		command("m-25", "/hascode 25")
+		msg := wait(t, hc, 3)[2].Body.Message
+		if c := strings.Count(msg, "<li>"); c != 10 || !strings.Contains(msg, "Show all 25 results") {
+			t.Errorf("reply has %d links:\n%s", c, msg)
+		}
+	})
+	t.Run("echo", func(t *testing.T) {
+		command("m-echo", "/echo hello <b>world</b>")
+		msg := wait(t, hc, 4)[3].Body
+		if msg.Message != "hello <b>world</b>" || msg.MessageFormat != "text" {
+			t.Errorf("echo reply = %+v", msg)
+		}
+	})
+	t.Run("hostile titles escaped", func(t *testing.T) {
+		command("m-xss", "/hascode <img src=x>")
+		msg := wait(t, hc, 5)[4].Body.Message
+		if strings.Contains(msg, "<script>") || strings.Contains(msg, "<img") || !strings.Contains(msg, "&lt;script&gt;") {
+			t.Errorf("reply not escaped:\n%s", msg)
+		}
+	})
+	t.Run("duplicate delivery runs once", func(t *testing.T) {
+		command("m-dup", "/echo once")
+		command("m-dup", "/echo once")
+		command("m-after", "/echo after")
+		got := wait(t, hc, 7)
+		if got[5].Body.Message != "once" || got[6].Body.Message != "after" {
+			t.Errorf("got %q then %q, want once then after", got[5].Body.Message, got[6].Body.Message)
+		}
+	})
+
+	t.Run("bad JWTs refused", func(t *testing.T) {
+		now := time.Now()
+		sign := func(method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+			s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		claims := func(iss string, exp time.Time) jwt.MapClaims {
+			return jwt.MapClaims{"iss": iss, "sub": "1", "iat": now.Unix(), "exp": exp.Unix(), "context": map[string]any{"room_id": room}}
+		}
+		rows := []struct{ name, tok string }{
+			{"none", ""},
+			{"forged", sign(jwt.SigningMethodHS256, []byte("not-the-secret"), claims(id, now.Add(time.Minute)))},
+			{"expired", sign(jwt.SigningMethodHS256, []byte(secret), claims(id, now.Add(-10*time.Minute)))},
+			{"alg none", sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(id, now.Add(time.Minute)))},
+			{"HS512", sign(jwt.SigningMethodHS512, []byte(secret), claims(id, now.Add(time.Minute)))},
+			{"unknown issuer", sign(jwt.SigningMethodHS256, []byte(secret), claims("someone-else", now.Add(time.Minute)))},
+			{"garbage", "abc.def.ghi"},
+		}
+		before := len(hc.Notifications())
+		for i, r := range rows {
+			code, _ := d.do("POST", "/webhook/echo", r.tok, hipchattest.RoomMessage(id, room, fmt.Sprint("bad-", i), "/echo no"))
+			if code != http.StatusUnauthorized {
+				t.Errorf("%s: status %d, want 401", r.name, code)
+			}
+		}
+		// A valid one after them proves the bad ones produced nothing.
+		command("m-good", "/echo good")
+		got := wait(t, hc, before+1)
+		if len(got) != before+1 || got[before].Body.Message != "good" {
+			t.Errorf("notifications after bad JWTs: %d, last %q", len(got), got[len(got)-1].Body.Message)
+		}
+	})
+
+	t.Run("other room refused", func(t *testing.T) {
+		code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room+1, "other-room", "/echo x"))
+		if code != http.StatusForbidden {
+			t.Errorf("webhook for another room = %d, want 403", code)
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		if code, _ := d.do("POST", "/webhook/echo", tok, []byte(`{"event":`)); code != http.StatusBadRequest {
+			t.Errorf("malformed JSON = %d, want 400", code)
+		}
+		big := append([]byte(`{"event":"room_message","x":"`), bytes.Repeat([]byte("a"), 2<<20)...)
+		if code, _ := d.do("POST", "/webhook/echo", tok, append(big, `"}`...)); code != http.StatusRequestEntityTooLarge {
+			t.Errorf("oversize body = %d, want 413", code)
+		}
+		if code, _ := d.do("POST", "/installable", "", []byte(`{"oauthId": 5}`)); code != http.StatusBadRequest {
+			t.Errorf("malformed install = %d, want 400", code)
+		}
+	})
+
+	t.Run("forged re-install refused", func(t *testing.T) {
+		code, _ := d.do("POST", "/installable", "", hc.InstallPayload(id, "attacker-secret", room))
+		if code == http.StatusOK {
+			t.Fatalf("forged re-install accepted")
+		}
+		before := len(hc.Notifications())
+		command("m-still", "/echo still mine")
+		if got := wait(t, hc, before+1); got[before].Body.Message != "still mine" {
+			t.Errorf("after forged re-install: %q", got[before].Body.Message)
+		}
+	})
+
+	t.Run("revoked token refreshed once", func(t *testing.T) {
+		before, requests := len(hc.Notifications()), hc.TokenRequests(id)
+		hc.RevokeTokens(id)
+		command("m-revoked", "/echo after revoke")
+		if got := wait(t, hc, before+1); got[before].Body.Message != "after revoke" {
+			t.Errorf("after revoke: %q", got[before].Body.Message)
+		}
+		if got := hc.TokenRequests(id) - requests; got != 1 {
+			t.Errorf("token requests after revoke = %d, want exactly 1", got)
+		}
+	})
+
+	t.Run("kill -9 keeps the installation", func(t *testing.T) {
+		d.stop(syscall.SIGKILL)
+		d.start()
+		before := len(hc.Notifications())
+		command("m-restart", "/echo after restart")
+		if got := wait(t, hc, before+1); got[before].Body.Message != "after restart" {
+			t.Errorf("after restart: %q", got[before].Body.Message)
+		}
+	})
+
+	t.Run("uninstall with DELETE", func(t *testing.T) {
+		other, otherSecret := install(t, d, hc, 200)
+		if code, _ := d.do("DELETE", "/installable/"+id, hc.JWT(other, otherSecret, 200, time.Minute), nil); code != http.StatusForbidden {
+			t.Errorf("DELETE with another installation's JWT = %d, want 403", code)
+		}
+		if code, body := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusNoContent {
+			t.Fatalf("DELETE = %d %s", code, body)
+		}
+		if code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, "gone", "/echo x")); code != http.StatusUnauthorized {
+			t.Errorf("webhook after uninstall = %d, want 401", code)
+		}
+	})
+
+	t.Run("uninstall by redirect", func(t *testing.T) {
+		other, otherSecret := install(t, d, hc, 300)
+		q := url.Values{"redirect_url": {hc.URL() + "/addons"}, "installable_url": {hc.InstallableURL(other)}}
+		// HipChat still accepts the credentials: not HipChat's uninstall.
+		if code, _ := d.do("GET", "/uninstalled?"+q.Encode(), "", nil); code != http.StatusConflict {
+			t.Errorf("uninstall of a live installation = %d, want 409", code)
+		}
+		hc.RemoveClient(other)
+		code, loc := d.do("GET", "/uninstalled?"+q.Encode(), "", nil)
+		if code != http.StatusSeeOther || loc != hc.URL()+"/addons" {
+			t.Errorf("uninstalled = %d %s, want 303 to %s/addons", code, loc, hc.URL())
+		}
+		if code, _ := d.do("POST", "/webhook/echo", hc.JWT(other, otherSecret, 300, time.Minute),
+			hipchattest.RoomMessage(other, 300, "gone2", "/echo x")); code != http.StatusUnauthorized {
+			t.Errorf("webhook after uninstall = %d, want 401", code)
+		}
+		evil := url.Values{"redirect_url": {"https://evil.example/"}, "installable_url": {hc.InstallableURL(other)}}
+		if code, _ := d.do("GET", "/uninstalled?"+evil.Encode(), "", nil); code != http.StatusBadRequest {
+			t.Errorf("redirect to a host off the allowlist = %d, want 400", code)
+		}
+	})
+
+	t.Run("operator view", func(t *testing.T) {
+		out, err := exec.Command(binary, "installations", "list", "--config", d.cfgPath).CombinedOutput()
+		if err != nil {
+			t.Fatalf("installations list: %v\n%s", err, out)
+		}
+		if strings.Contains(string(out), id) || !strings.Contains(string(out), "200") {
+			t.Errorf("installations list:\n%s", out)
+		}
+	})
+
+	d.stop(syscall.SIGTERM)
+	logs := d.log.String()
+	if strings.Contains(logs, secret) || strings.Contains(logs, tok) || strings.Contains(logs, "eyJ") {
+		t.Errorf("the log contains a secret or a JWT")
+	}
+}
+
+// TestInstallRefused covers installs that must fail without storing or
+// sending anything.
+func TestInstallRefused(t *testing.T) {
+	d, hc := setup(t)
+	offList := hipchattest.New(t, hipchattest.Options{Addr: "127.0.0.3:0"}) // NOT on the allowlist
+
+	t.Run("host off the allowlist", func(t *testing.T) {
+		id, secret := offList.NewClient()
+		code, _ := d.do("POST", "/installable", "", offList.InstallPayload(id, secret, 1))
+		if code != http.StatusForbidden {
+			t.Errorf("install from 127.0.0.3 = %d, want 403", code)
+		}
+		if n := len(offList.Requests()); n != 0 {
+			t.Errorf("the daemon sent %d requests to a host off the allowlist", n)
+		}
+	})
+	t.Run("poisoned tokenUrl", func(t *testing.T) {
+		id, secret := hc.NewClient()
+		hc.SetCapabilities(func(doc *hipchattest.CapabilitiesDoc) {
+			doc.Capabilities.OAuth2Provider.TokenURL = offList.URL() + hipchattest.PathToken
+		})
+		defer hc.SetCapabilities(nil)
+		code, _ := d.do("POST", "/installable", "", hc.InstallPayload(id, secret, 1))
+		if code != http.StatusForbidden {
+			t.Errorf("install with tokenUrl off the allowlist = %d, want 403", code)
+		}
+		if n := offList.TokenRequests(id); n != 0 || len(offList.Requests()) != 0 {
+			t.Errorf("the secret was sent to a host off the allowlist")
+		}
+	})
+	t.Run("links.self mismatch", func(t *testing.T) {
+		id, secret := hc.NewClient()
+		hc.SetCapabilities(func(doc *hipchattest.CapabilitiesDoc) { doc.Links.Self = hc.URL() + "/v2/other" })
+		defer hc.SetCapabilities(nil)
+		code, _ := d.do("POST", "/installable", "", hc.InstallPayload(id, secret, 1))
+		if code == http.StatusOK {
+			t.Errorf("install with a mismatched links.self accepted")
+		}
+		if hc.TokenRequests(id) != 0 {
+			t.Errorf("token requested for a refused install")
+		}
+	})
+	t.Run("bad credentials", func(t *testing.T) {
+		id, _ := hc.NewClient()
+		code, _ := d.do("POST", "/installable", "", hc.InstallPayload(id, "wrong", 1))
+		if code != http.StatusUnauthorized {
+			t.Errorf("install with bad credentials = %d, want 401", code)
+		}
+	})
+	out, err := exec.Command(binary, "installations", "list", "--config", d.cfgPath).CombinedOutput()
+	if err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Errorf("installations after refused installs (want none):\n%s %v", out, err)
+	}
+	_ = hipchat.Claims{}
+}

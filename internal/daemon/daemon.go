@@ -1,0 +1,443 @@
+// Package daemon is hipconnect's composition root: it builds every adapter
+// from the configuration, starts them in order (store, TLS, dispatcher,
+// listeners), reports readiness, and stops them in reverse.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/allowlist"
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/config"
+	"github.com/hipconnect/hipconnect/internal/delivery"
+	"github.com/hipconnect/hipconnect/internal/descriptor"
+	"github.com/hipconnect/hipconnect/internal/hipchat"
+	"github.com/hipconnect/hipconnect/internal/httpapi"
+	"github.com/hipconnect/hipconnect/internal/metrics"
+	"github.com/hipconnect/hipconnect/internal/outbound"
+	"github.com/hipconnect/hipconnect/internal/sdnotify"
+	"github.com/hipconnect/hipconnect/internal/store"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
+)
+
+// Scopes are the HipChat API scopes hipconnect asks for.
+var Scopes = []string{"send_notification", "view_room"}
+
+// Options are what Run needs besides the configuration.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	Getenv  func(string) string // for NOTIFY_SOCKET and WATCHDOG_USEC
+	Now     func() time.Time    // nil: time.Now
+	// Reload receives a value for each SIGHUP: certificates are reloaded.
+	Reload <-chan struct{}
+}
+
+// Descriptor returns the capability descriptor cfg describes.
+func Descriptor(cfg *config.Config) (descriptor.Descriptor, error) {
+	names := make([]string, len(cfg.Commands))
+	for i, c := range cfg.Commands {
+		names[i] = c.Name
+	}
+	return descriptor.Build(descriptor.Spec{
+		BaseURL: cfg.Server.BaseURL, Key: cfg.Addon.Key, Name: cfg.Addon.Name, Description: cfg.Addon.Description,
+		VendorName: cfg.Addon.VendorName, VendorURL: cfg.Addon.VendorURL, Commands: names, Scopes: Scopes,
+	})
+}
+
+// Allowlist returns the hosts the daemon may contact: hipchat.allowed_hosts
+// plus the hosts of the configured search URLs and the ACME directory.
+func Allowlist(cfg *config.Config) (*allowlist.List, error) {
+	entries := append([]string(nil), cfg.HipChat.AllowedHosts...)
+	for _, c := range cfg.Commands {
+		if c.SearchURL != "" {
+			u, err := url.Parse(c.SearchURL)
+			if err != nil {
+				return nil, fmt.Errorf("daemon: commands.%s.search_url: %w", c.Name, err)
+			}
+			entries = append(entries, u.Hostname())
+		}
+	}
+	if cfg.TLS.Mode == "acme" {
+		u, err := url.Parse(cfg.TLS.ACME.Directory)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: tls.acme.directory: %w", err)
+		}
+		entries = append(entries, u.Hostname())
+	}
+	l, err := allowlist.Parse(entries)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: hipchat.allowed_hosts: %w", err)
+	}
+	return l, nil
+}
+
+// RootCAs returns the system roots plus the PEM certificates in caFile.
+func RootCAs(caFile string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if caFile == "" {
+		return pool, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: hipchat.ca_file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("daemon: hipchat.ca_file: no PEM certificate in %s", caFile)
+	}
+	return pool, nil
+}
+
+// OutboundClient returns the one HTTP client for everything the daemon
+// contacts, restricted to allow.
+func OutboundClient(cfg *config.Config, allow *allowlist.List) (*http.Client, error) {
+	roots, err := RootCAs(cfg.HipChat.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	var proxy *url.URL
+	if cfg.Outbound.Proxy != "" {
+		if proxy, err = url.Parse(cfg.Outbound.Proxy); err != nil {
+			return nil, fmt.Errorf("daemon: outbound.proxy: %w", err)
+		}
+	}
+	return outbound.New(outbound.Options{Allow: allow, RootCAs: roots, Proxy: proxy,
+		Timeout: cfg.Outbound.Timeout, MaxResponseBytes: cfg.Outbound.MaxResponseBytes}), nil
+}
+
+// Commands converts the configured commands.
+func Commands(cfg *config.Config) []command.Spec {
+	specs := make([]command.Spec, len(cfg.Commands))
+	for i, c := range cfg.Commands {
+		specs[i] = command.Spec{Name: c.Name, Kind: c.Kind, SearchURL: c.SearchURL, ResultsPath: c.ResultsPath,
+			TitleField: c.TitleField, URLField: c.URLField, MaxResults: c.MaxResults, ShowAllURL: c.ShowAllURL, Timeout: c.Timeout}
+	}
+	return specs
+}
+
+// Run runs the daemon until ctx ends, then shuts down gracefully: it stops
+// accepting, lets deliveries in flight finish within the shutdown grace,
+// and closes the store. What is not delivered stays in the outbox.
+func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
+	start := time.Now()
+	log := o.Logger
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	desc, err := Descriptor(cfg)
+	if err != nil {
+		return err
+	}
+	base, err := url.Parse(cfg.Server.BaseURL)
+	if err != nil {
+		return fmt.Errorf("daemon: server.base_url: %w", err)
+	}
+	allow, err := Allowlist(cfg)
+	if err != nil {
+		return err
+	}
+	client, err := OutboundClient(cfg, allow)
+	if err != nil {
+		return err
+	}
+
+	db, err := store.Open(cfg.Storage.Path, store.Options{Timeout: cfg.Storage.OpenTimeout, Now: o.Now})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	for _, w := range db.Warnings() {
+		log.Warn("store: " + w)
+	}
+
+	m := metrics.New(o.Version, func(ctx context.Context) (metrics.Stats, error) {
+		s, err := db.Stats(ctx)
+		return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs}, err
+	})
+
+	certs, err := startTLS(ctx, cfg, base, db, log, o.Now)
+	if err != nil {
+		return err
+	}
+	defer certs.Stop()
+	if err := m.Registry.Register(certs.Collector()); err != nil {
+		return fmt.Errorf("daemon: register tls metrics: %w", err)
+	}
+
+	hc := &hipchat.Client{HTTP: client, Allowed: allow.AllowHost, UserAgent: "hipconnect/" + o.Version, Now: o.Now}
+	tokens := hipchat.NewTokens(hc, db, Scopes, time.Minute)
+	runner := command.New(client, cfg.Addon.Name, Commands(cfg))
+	dispatcher := delivery.New(delivery.Options{
+		Store: db,
+		Run: func(ctx context.Context, name, args string) (addon.Notification, error) {
+			n, err := runner.Run(ctx, name, args)
+			result := "ok"
+			if err != nil {
+				result = "error"
+			}
+			m.Commands.WithLabelValues(name, result).Inc()
+			return n, err
+		},
+		Send: func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+			return tokens.Do(ctx, inst, func(tok string) error {
+				return hc.SendNotification(ctx, inst, tok, roomID, n)
+			})
+		},
+		Observe: func(j addon.Job, outcome string, err error) {
+			m.Notifications.WithLabelValues(outcome).Inc()
+			if outcome == delivery.Delivered {
+				m.Delivery.Observe(o.Now().Sub(j.Received).Seconds())
+			}
+		},
+		Grace:  cfg.Server.ShutdownGrace,
+		Logger: log,
+		Now:    o.Now,
+	})
+
+	public := httpapi.NewServer(httpapi.Deps{
+		BaseURL: base, Descriptor: desc, Store: db, HipChat: hc,
+		Verifier: &hipchat.Verifier{Store: db, Now: o.Now},
+		Commands: runner, Wake: dispatcher.Wake, Metrics: m, Logger: log,
+		AllowHost: allow.AllowHost, MaxBodyBytes: cfg.Server.MaxBodyBytes, Now: o.Now,
+	})
+	var ready atomic.Bool
+	ops := httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: db.Ping, Pprof: cfg.Server.Pprof,
+		Ready: func() bool { return ready.Load() && (cfg.TLS.Mode == tlsmgr.ModeOff || certs.Leaf() != nil) }})
+
+	admin := httpapi.NewAdmin(httpapi.AdminDeps{Store: db, Backup: db.Backup, CAPEM: certs.CAPEM})
+
+	servers, err := listen(cfg, public, ops, certs, base, log)
+	if err != nil {
+		return err
+	}
+	adminSrv, err := listenAdmin(AdminSocket(cfg), admin, log)
+	if err != nil {
+		for _, s := range servers {
+			_ = s.ln.Close()
+		}
+		return err
+	}
+	servers = append(servers, adminSrv)
+	// Challenges are answered on the daemon's own listeners: start
+	// certificate management only once they are bound.
+	if err := certs.Start(ctx); err != nil {
+		for _, s := range servers {
+			_ = s.ln.Close()
+		}
+		return err
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(servers)+1)
+	wg.Go(func() { _ = dispatcher.Run(runCtx) })
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("daemon: %s listener: %w", s.name, err)
+			}
+		})
+	}
+	ready.Store(true)
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if _, err := sdnotify.Notify(getenv, "READY=1\nSTATUS=serving"); err != nil {
+		log.Warn("sd_notify READY failed", slog.Any("err", err))
+	}
+	if iv, ok := sdnotify.WatchdogInterval(getenv, os.Getpid()); ok {
+		wg.Go(func() { watchdog(runCtx, iv, db.Ping, getenv, log) })
+	}
+	attrs := []any{slog.String("version", o.Version), slog.String("base_url", cfg.Server.BaseURL),
+		slog.String("tls", cfg.TLS.Mode), slog.Duration("startup", time.Since(start))}
+	for _, s := range servers {
+		attrs = append(attrs, slog.String(s.name, s.ln.Addr().String()))
+	}
+	log.Info("hipconnect ready", attrs...)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case runErr = <-errc:
+			break loop
+		case <-o.Reload:
+			reload(certs, log)
+		}
+	}
+	ready.Store(false)
+	_, _ = sdnotify.Notify(getenv, "STOPPING=1")
+	log.Info("shutting down", slog.Duration("grace", cfg.Server.ShutdownGrace))
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownGrace)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.srv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("listener did not close in time", slog.String("listener", s.name), slog.Any("err", err))
+		}
+	}
+	stop() // the dispatcher finishes what is in flight, within its grace
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+func startTLS(ctx context.Context, cfg *config.Config, base *url.URL, db *store.DB, log *slog.Logger, now func() time.Time) (*tlsmgr.Manager, error) {
+	httpPort, tlsPort := portOf(cfg.Server.RedirectListen, 80), portOf(cfg.Server.Listen, 443)
+	certs, err := tlsmgr.New(ctx, tlsmgr.Options{
+		Mode: cfg.TLS.Mode, Host: base.Hostname(), CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
+		ACME: tlsmgr.ACME{Directory: cfg.TLS.ACME.Directory, CARootFile: cfg.TLS.ACME.CARoot, Email: cfg.TLS.ACME.Email,
+			EABKeyID: cfg.TLS.ACME.EABKID, EABHMAC: cfg.TLS.ACME.EABHMAC},
+		Storage: db.CertStorage(), Logger: log, HTTPPort: httpPort, TLSPort: tlsPort, Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return certs, nil
+}
+
+func portOf(addr string, def int) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		return def
+	}
+	return n
+}
+
+func reload(certs *tlsmgr.Manager, log *slog.Logger) {
+	if err := certs.Reload(); err != nil {
+		log.Error("reload: certificates kept as they were", slog.Any("err", err))
+		return
+	}
+	log.Info("reloaded")
+}
+
+// watchdog pets systemd's watchdog every interval while the store answers.
+func watchdog(ctx context.Context, every time.Duration, ping func(context.Context) error, getenv func(string) string, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, every)
+			err := ping(pctx)
+			cancel()
+			if err != nil {
+				log.Error("watchdog: store not answering; not petting", slog.Any("err", err))
+				continue
+			}
+			_, _ = sdnotify.Notify(getenv, "WATCHDOG=1")
+		}
+	}
+}
+
+type server struct {
+	name string
+	srv  *http.Server
+	ln   net.Listener
+	tls  bool
+}
+
+func (s server) serve() error {
+	if s.tls {
+		return s.srv.ServeTLS(s.ln, "", "")
+	}
+	return s.srv.Serve(s.ln)
+}
+
+// listen opens every configured listener; an error closes those opened.
+func listen(cfg *config.Config, public, ops http.Handler, certs *tlsmgr.Manager, base *url.URL, log *slog.Logger) ([]server, error) {
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	newServer := func(h http.Handler, tc *tls.Config) *http.Server {
+		return &http.Server{Handler: h, TLSConfig: tc, ErrorLog: errLog,
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Server.ReadTimeout,
+			WriteTimeout: cfg.Server.WriteTimeout, IdleTimeout: cfg.Server.IdleTimeout, MaxHeaderBytes: 32 << 10}
+	}
+	var out []server
+	add := func(name, addr string, h http.Handler, tc *tls.Config) error {
+		if addr == "" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("daemon: %s listener %s: %w", name, addr, err)
+		}
+		out = append(out, server{name: name, srv: newServer(h, tc), ln: ln, tls: tc != nil})
+		return nil
+	}
+	tc := certs.TLSConfig()
+	err := add("public", cfg.Server.Listen, public, tc)
+	if err == nil && tc != nil {
+		err = add("redirect", cfg.Server.RedirectListen, certs.HTTPHandler(redirectHandler(base)), nil)
+	}
+	if err == nil {
+		err = add("ops", cfg.Server.OpsListen, ops, nil)
+	}
+	if err != nil {
+		for _, s := range out {
+			_ = s.ln.Close()
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// AdminSocket is the path of the admin socket of the daemon using cfg.
+func AdminSocket(cfg *config.Config) string { return cfg.Storage.Path + ".sock" }
+
+// listenAdmin opens the admin unix socket, mode 0600, replacing a stale one
+// (the store's file lock proves no other daemon uses it).
+func listenAdmin(path string, h http.Handler, log *slog.Logger) (server, error) {
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return server{}, fmt.Errorf("daemon: admin socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return server{}, fmt.Errorf("daemon: admin socket: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	return server{name: "admin", srv: srv, ln: ln}, nil
+}
+
+// redirectHandler sends plain-HTTP requests to the same path under base.
+func redirectHandler(base *url.URL) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := *base
+		target.Path = base.Path + r.URL.Path
+		target.RawQuery = r.URL.RawQuery
+		http.Redirect(w, r, target.String(), http.StatusPermanentRedirect)
+	})
+}

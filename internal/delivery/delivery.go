@@ -1,0 +1,251 @@
+// Package delivery works off the outbox: every job the webhook handler
+// committed to the store is run and its reply sent to the room, in order per
+// room, retried with backoff until it is delivered or fails for good.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+)
+
+// Outcome of one delivery attempt, as passed to Options.Observe.
+const (
+	Delivered = "delivered" // the reply reached HipChat; the job is gone
+	Retry     = "retry"     // a passing failure; the job stays and is retried later
+	Dropped   = "dropped"   // a permanent failure, or the installation is gone
+)
+
+// Options configure a Dispatcher. Store, Run and Send are required.
+type Options struct {
+	Store addon.Store
+	// Run answers a command. A non-nil error with a non-empty notification
+	// (a failed search) still sends that notification.
+	Run func(ctx context.Context, name, args string) (addon.Notification, error)
+	// Send posts n to the room of the installation.
+	Send func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error
+	// RetryAfter returns how long to wait before retrying after err, and
+	// whether err is worth retrying at all. nil: every error except the
+	// kinds Invalid, Forbidden, NotFound and Unauthorized is retried with
+	// exponential backoff.
+	RetryAfter func(err error, attempt int) (time.Duration, bool)
+	// Observe, when set, is told the outcome of every attempt.
+	Observe func(j addon.Job, outcome string, err error)
+	Workers int           // concurrent deliveries; default 8
+	Grace   time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Dispatcher delivers stored jobs. Jobs of one room (one installation and
+// room id) are delivered one at a time in the order they were stored; rooms
+// proceed independently, up to Workers at once.
+type Dispatcher struct {
+	o    Options
+	wake chan struct{}
+}
+
+// New returns a Dispatcher; call Run to start it.
+func New(o Options) *Dispatcher {
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.Grace <= 0 {
+		o.Grace = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.RetryAfter == nil {
+		o.RetryAfter = DefaultRetryAfter
+	}
+	return &Dispatcher{o: o, wake: make(chan struct{}, 1)}
+}
+
+// Wake tells the dispatcher that a job was stored. It never blocks.
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// DefaultRetryAfter retries passing failures with exponential backoff
+// (1 s doubling to 5 min, with jitter) and gives up on permanent ones.
+func DefaultRetryAfter(err error, attempt int) (time.Duration, bool) {
+	switch addon.KindOf(err) {
+	case addon.Invalid, addon.Forbidden, addon.NotFound, addon.Unauthorized:
+		return 0, false
+	}
+	return Backoff(attempt, time.Second, 5*time.Minute), true
+}
+
+// Backoff returns base*2^(attempt-1) capped at max, with up to 20% jitter
+// taken off so that retries of many rooms spread out.
+func Backoff(attempt int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+type result struct {
+	job     addon.Job
+	room    string
+	outcome string
+	wait    time.Duration
+}
+
+// Run delivers jobs until ctx ends, then waits up to Grace for deliveries in
+// flight; jobs not delivered stay stored for the next start. It returns
+// ctx's error.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	done := make(chan result)
+	busy := map[string]bool{}           // rooms with a delivery in flight
+	notBefore := map[uint64]time.Time{} // jobs waiting for a retry
+	attempts := map[uint64]int{}        // failed attempts so far, per job
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	inflight := 0
+
+	for {
+		next := d.schedule(work, done, busy, notBefore, attempts, &inflight)
+		if !next.IsZero() {
+			timer.Reset(max(next.Sub(d.o.Now()), time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			d.drain(done, inflight, cancelWork)
+			return ctx.Err()
+		case <-d.wake:
+		case <-timer.C:
+		case r := <-done:
+			inflight--
+			delete(busy, r.room)
+			if r.outcome == Retry {
+				attempts[r.job.ID]++
+				notBefore[r.job.ID] = d.o.Now().Add(r.wait)
+			} else {
+				delete(attempts, r.job.ID)
+				delete(notBefore, r.job.ID)
+			}
+		}
+	}
+}
+
+// drain waits for in-flight deliveries, cancelling them after Grace.
+func (d *Dispatcher) drain(done chan result, inflight int, cancel context.CancelFunc) {
+	grace := time.NewTimer(d.o.Grace)
+	defer grace.Stop()
+	for inflight > 0 {
+		select {
+		case <-done:
+			inflight--
+		case <-grace.C:
+			d.o.Logger.Warn("delivery: grace period over, cancelling deliveries in flight", slog.Int("in_flight", inflight))
+			cancel()
+			grace.Reset(time.Hour)
+		}
+	}
+}
+
+// schedule starts deliveries for the first stored job of every idle room
+// whose retry time has come, and returns the earliest pending retry time.
+func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[string]bool,
+	notBefore map[uint64]time.Time, attempts map[uint64]int, inflight *int) time.Time {
+	if *inflight >= d.o.Workers {
+		return time.Time{}
+	}
+	jobs, err := d.o.Store.Pending(ctx, 1000)
+	if err != nil {
+		d.o.Logger.Error("delivery: read outbox", slog.Any("err", err))
+		return d.o.Now().Add(time.Second)
+	}
+	var next time.Time
+	now := d.o.Now()
+	seen := map[string]bool{}
+	for _, j := range jobs {
+		room := j.OAuthID + "\x00" + strconv.FormatInt(j.RoomID, 10)
+		if seen[room] {
+			continue // only the oldest job of a room may go
+		}
+		seen[room] = true
+		if busy[room] {
+			continue
+		}
+		if t, ok := notBefore[j.ID]; ok && now.Before(t) {
+			if next.IsZero() || t.Before(next) {
+				next = t
+			}
+			continue
+		}
+		j.Attempts = attempts[j.ID]
+		busy[room] = true
+		*inflight++
+		go func() { done <- d.deliver(ctx, j, room) }()
+		if *inflight >= d.o.Workers {
+			break
+		}
+	}
+	return next
+}
+
+// deliver makes one attempt at job j.
+func (d *Dispatcher) deliver(ctx context.Context, j addon.Job, room string) result {
+	log := d.o.Logger.With(slog.Uint64("job", j.ID), slog.String("oauth_id", j.OAuthID), slog.Int64("room", j.RoomID))
+	r := result{job: j, room: room}
+	inst, err := d.o.Store.Installation(ctx, j.OAuthID)
+	if err == nil {
+		var n addon.Notification
+		if j.Reply != nil {
+			n = *j.Reply
+		} else {
+			var runErr error
+			n, runErr = d.o.Run(ctx, j.Command, j.Args)
+			if runErr != nil {
+				log.Warn("delivery: command failed", slog.String("command", j.Command), slog.Any("err", runErr))
+			}
+			if n.Message == "" {
+				err = runErr
+			}
+		}
+		if err == nil {
+			err = d.o.Send(ctx, inst, j.RoomID, n)
+		}
+	}
+	r.outcome = Delivered
+	if err != nil {
+		wait, retry := d.o.RetryAfter(err, j.Attempts+1)
+		if retry && ctx.Err() == nil {
+			r.outcome, r.wait = Retry, wait
+			log.Warn("delivery: will retry", slog.Int("attempt", j.Attempts+1), slog.Duration("in", wait), slog.Any("err", err))
+		} else if retry {
+			r.outcome = Retry // shutting down: leave it stored
+		} else {
+			r.outcome = Dropped
+			log.Error("delivery: giving up", slog.Int("attempt", j.Attempts+1), slog.Any("err", err))
+		}
+	}
+	if d.o.Observe != nil {
+		d.o.Observe(j, r.outcome, err)
+	}
+	if r.outcome != Retry {
+		if cerr := d.o.Store.Complete(context.WithoutCancel(ctx), j.ID); cerr != nil && !errors.Is(cerr, context.Canceled) && !addon.IsNotFound(cerr) {
+			log.Error("delivery: remove delivered job", slog.Any("err", cerr))
+			r.outcome, r.wait = Retry, time.Second // try again rather than lose track
+		}
+	}
+	return r
+}

@@ -1,0 +1,954 @@
+// Package hipchattest is a fake HipChat Server for tests, following
+// PROTOCOL.md: an HTTPS server with its own in-memory certificate authority
+// that serves the capabilities document, issues access tokens to registered
+// OAuth clients, and records the room notifications and glance updates the
+// add-on posts. It also plays HipChat toward the add-on: install payloads,
+// room_message webhooks and signed JWTs.
+//
+// A typical end-to-end test:
+//
+//	hc := hipchattest.New(t, hipchattest.Options{Addr: "127.0.0.2:0"})
+//	id, secret := hc.NewClient()
+//	// point the add-on's allowlist at 127.0.0.2 and its CA file at hc.CAPEM()
+//	post(addonURL+"/installable", hc.InstallPayload(id, secret, 100))
+//	post(addonURL+"/webhook/hascode?signed_request="+hc.JWT(id, secret, 100, time.Minute),
+//		hipchattest.RoomMessage(id, 100, "m1", "/hascode java"))
+//	got, err := hc.WaitNotifications(ctx, 1)
+//
+// The fake is stricter than HipChat where strictness finds add-on bugs,
+// and says so where it is.
+package hipchattest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/hipchat"
+)
+
+// Paths the fake serves. API calls are under PathRoom and PathGlance.
+const (
+	PathCapabilities = "/v2/capabilities"
+	PathToken        = "/v2/oauth/token"
+	PathRoom         = "/v2/room/"          // + {id}/notification
+	PathGlance       = "/v2/addon/ui/room/" // + {room_id}
+	PathInstallable  = "/v2/installable/"   // + {oauthId}
+)
+
+// AllScopes are the scopes of PROTOCOL.md section 1, the default set a token
+// may be asked for.
+func AllScopes() []string {
+	return []string{"admin_group", "admin_room", "import_data", "manage_rooms", "send_message",
+		"send_notification", "view_group", "view_messages", "view_room"}
+}
+
+// Options configure a fake. The zero value is usable.
+type Options struct {
+	// Addr is where to listen, e.g. "127.0.0.2:0"; default "127.0.0.1:0".
+	// Give the fake its own loopback address to tell it apart from other
+	// hosts in allowlist tests.
+	Addr string
+	// TokenExpiresIn is the expires_in (seconds) of issued tokens; default
+	// 3599. A token is refused on API calls once that time has passed.
+	TokenExpiresIn int
+	// Scopes are the scopes a token request may ask for (and what a request
+	// without scope gets); default AllScopes().
+	Scopes []string
+	// GroupID is the HipChat group of every client; default 1.
+	GroupID int64
+	// Now is the fake's clock (token expiry, record times, JWTs); default
+	// time.Now.
+	Now func() time.Time
+}
+
+// Notification is a room notification the fake accepted.
+type Notification struct {
+	RoomID  int64  // the room id in the path; 0 when the path named a room by name
+	Room    string // the path's {id_or_name} as sent
+	OAuthID string // owner of the access token used
+	Body    addon.Notification
+	Raw     json.RawMessage // the request body as sent (card, attach_to, ...)
+	At      time.Time
+}
+
+// GlanceUpdate is a glance update the fake accepted.
+type GlanceUpdate struct {
+	RoomID  int64
+	OAuthID string
+	Glances []hipchat.Glance
+	Raw     json.RawMessage
+	At      time.Time
+}
+
+// Request is one request the fake answered, in order of completion.
+type Request struct {
+	Method string
+	Path   string
+	At     time.Time
+	Status int
+}
+
+// Fault is run first on every request; returning true means it answered
+// and the fake does nothing more (the request is still logged).
+type Fault func(w http.ResponseWriter, r *http.Request) bool
+
+// CapabilitiesDoc is HipChat's capabilities document (PROTOCOL.md section
+// 2). Empty fields are left out of the JSON, so a test removes a field by
+// zeroing it.
+type CapabilitiesDoc struct {
+	Capabilities DocCapabilities `json:"capabilities"`
+	Key          string          `json:"key,omitempty"`
+	Name         string          `json:"name,omitempty"`
+	Description  string          `json:"description,omitempty"`
+	Links        DocLinks        `json:"links"`
+	Vendor       *DocVendor      `json:"vendor,omitempty"`
+}
+
+// DocCapabilities is the document's "capabilities" object.
+type DocCapabilities struct {
+	HipchatAPIProvider *DocAPIProvider    `json:"hipchatApiProvider,omitempty"`
+	OAuth2Provider     *DocOAuth2Provider `json:"oauth2Provider,omitempty"`
+}
+
+// DocAPIProvider is capabilities.hipchatApiProvider.
+type DocAPIProvider struct {
+	AvailableScopes map[string]DocScope `json:"availableScopes,omitempty"`
+	URL             string              `json:"url,omitempty"`
+}
+
+// DocScope is one entry of availableScopes.
+type DocScope struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+}
+
+// DocOAuth2Provider is capabilities.oauth2Provider.
+type DocOAuth2Provider struct {
+	AuthorizationURL string `json:"authorizationUrl,omitempty"`
+	TokenURL         string `json:"tokenUrl,omitempty"`
+}
+
+// DocLinks is the document's "links".
+type DocLinks struct {
+	API      string `json:"api,omitempty"`
+	Homepage string `json:"homepage,omitempty"`
+	Self     string `json:"self,omitempty"`
+}
+
+// DocVendor is the document's "vendor".
+type DocVendor struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}
+
+// grant is an issued access token.
+type grant struct {
+	oauthID   string
+	scopes    []string
+	expiresAt time.Time
+}
+
+// Server is a running fake HipChat Server. Its methods are safe for
+// concurrent use.
+type Server struct {
+	t       testing.TB
+	now     func() time.Time
+	groupID int64
+	scopes  []string
+	url     string
+	certs   certs
+	srv     *http.Server
+	mux     *http.ServeMux
+	served  chan struct{} // closed when Serve returned
+
+	closeOnce sync.Once
+	closed    chan struct{}
+
+	mu            sync.Mutex
+	expiresIn     int
+	clients       map[string]string // oauthID -> secret
+	tokenRequests map[string]int
+	tokens        map[string]grant // access token -> grant
+	editCaps      func(*CapabilitiesDoc)
+	fault         Fault
+	notifications []Notification
+	glances       []GlanceUpdate
+	requests      []Request
+	changed       chan struct{} // closed and replaced when something is recorded
+}
+
+// New starts a fake on opts.Addr and stops it when the test ends. It fails
+// the test if it cannot start.
+func New(t testing.TB, opts Options) *Server {
+	t.Helper()
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("hipchattest: listen on %s: %v", addr, err)
+	}
+	tcp := ln.Addr().(*net.TCPAddr)
+	ip := tcp.IP
+	if ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	cs, err := newCerts(ip)
+	if err != nil {
+		_ = ln.Close()
+		t.Fatalf("hipchattest: %v", err)
+	}
+
+	s := &Server{
+		t:             t,
+		now:           opts.Now,
+		groupID:       opts.GroupID,
+		scopes:        slices.Clone(opts.Scopes),
+		url:           "https://" + net.JoinHostPort(ip.String(), strconv.Itoa(tcp.Port)),
+		certs:         cs,
+		mux:           http.NewServeMux(),
+		served:        make(chan struct{}),
+		closed:        make(chan struct{}),
+		expiresIn:     opts.TokenExpiresIn,
+		clients:       map[string]string{},
+		tokenRequests: map[string]int{},
+		tokens:        map[string]grant{},
+		changed:       make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.groupID == 0 {
+		s.groupID = 1
+	}
+	if len(s.scopes) == 0 {
+		s.scopes = AllScopes()
+	}
+	if s.expiresIn <= 0 {
+		s.expiresIn = 3599
+	}
+	s.routes()
+	s.srv = &http.Server{
+		Handler:           s,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cs.leaf}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		// Handshake errors from clients that do not trust the CA are
+		// expected in tests; t.Logf could run after the test ended.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go func() {
+		defer close(s.served)
+		_ = s.srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET "+PathCapabilities, s.handleCapabilities)
+	s.mux.HandleFunc("POST "+PathToken, s.handleToken)
+	s.mux.HandleFunc("POST "+PathRoom+"{id}/notification", s.handleNotification)
+	s.mux.HandleFunc("POST "+PathGlance+"{room_id}", s.handleGlance)
+	s.mux.HandleFunc("GET "+PathInstallable+"{oauthId}", s.handleInstallable)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, http.StatusNotFound, "no such resource")
+	})
+}
+
+// URL is the fake's base URL, https://ip:port (no trailing slash).
+func (s *Server) URL() string { return s.url }
+
+// CapabilitiesURL is URL()+"/v2/capabilities", the capabilitiesUrl of
+// InstallPayload.
+func (s *Server) CapabilitiesURL() string { return s.url + PathCapabilities }
+
+// CAPEM is the PEM of the fake's CA certificate, for a ca_file.
+func (s *Server) CAPEM() []byte { return slices.Clone(s.certs.caPEM) }
+
+// CertPool holds the fake's CA certificate.
+func (s *Server) CertPool() *x509.CertPool { return s.certs.pool.Clone() }
+
+// Client returns an HTTP client that trusts the fake's CA (and nothing
+// else) and gives up after 10 s.
+func (s *Server) Client() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: s.CertPool(), MinVersion: tls.VersionTLS12},
+			ForceAttemptHTTP2: true,
+		},
+	}
+}
+
+// Close stops the fake and wakes anyone waiting on it. It runs by itself
+// when the test ends; calling it more than once is fine.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		_ = s.srv.Close()
+		<-s.served
+	})
+}
+
+// AddClient registers (or replaces) the OAuth client oauthID with secret,
+// as HipChat does when the add-on is installed.
+func (s *Server) AddClient(oauthID, secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[oauthID] = secret
+}
+
+// NewClient registers an OAuth client with a fresh random id and secret.
+func (s *Server) NewClient() (oauthID, secret string) {
+	b := randomHex(16)
+	oauthID = b[0:8] + "-" + b[8:12] + "-" + b[12:16] + "-" + b[16:20] + "-" + b[20:32]
+	secret = randomHex(20)
+	s.AddClient(oauthID, secret)
+	return oauthID, secret
+}
+
+// RemoveClient forgets oauthID and its tokens, as HipChat does on
+// uninstall.
+func (s *Server) RemoveClient(oauthID string) {
+	s.mu.Lock()
+	delete(s.clients, oauthID)
+	s.mu.Unlock()
+	s.RevokeTokens(oauthID)
+}
+
+// RevokeTokens makes every token issued so far to oauthID fail with 401 on
+// API calls. Tokens issued later work.
+func (s *Server) RevokeTokens(oauthID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok, g := range s.tokens {
+		if g.oauthID == oauthID {
+			delete(s.tokens, tok)
+		}
+	}
+}
+
+// SetTokenExpiresIn sets the expires_in (seconds) of tokens issued from now
+// on; n <= 0 means 3599.
+func (s *Server) SetTokenExpiresIn(n int) {
+	if n <= 0 {
+		n = 3599
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expiresIn = n
+}
+
+// TokenRequests counts the token requests that named oauthID in their
+// basic auth, whether granted or not.
+func (s *Server) TokenRequests(oauthID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokenRequests[oauthID]
+}
+
+// SetCapabilities makes every later capabilities request answer the
+// default document as edited by edit (e.g. to poison tokenUrl or
+// links.self); nil restores the default.
+func (s *Server) SetCapabilities(edit func(*CapabilitiesDoc)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.editCaps = edit
+}
+
+// SetFault installs f to run first on every request; nil removes it.
+func (s *Server) SetFault(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fault = f
+}
+
+// Notifications returns the notifications accepted so far, in order.
+func (s *Server) Notifications() []Notification {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.notifications)
+}
+
+// GlanceUpdates returns the glance updates accepted so far, in order.
+func (s *Server) GlanceUpdates() []GlanceUpdate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.glances)
+}
+
+// Requests returns the log of answered requests, in order of completion.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
+
+// WaitNotifications waits until at least n notifications were accepted and
+// returns all of them; it fails when ctx ends or the fake is closed first.
+func (s *Server) WaitNotifications(ctx context.Context, n int) ([]Notification, error) {
+	return wait(ctx, s, n, func() []Notification { return s.notifications })
+}
+
+// WaitGlanceUpdates is WaitNotifications for glance updates.
+func (s *Server) WaitGlanceUpdates(ctx context.Context, n int) ([]GlanceUpdate, error) {
+	return wait(ctx, s, n, func() []GlanceUpdate { return s.glances })
+}
+
+// wait blocks until list (read under s.mu) has n entries: every record
+// closes s.changed, waking the waiters to look again.
+func wait[T any](ctx context.Context, s *Server, n int, list func() []T) ([]T, error) {
+	for {
+		s.mu.Lock()
+		got := list()
+		if len(got) >= n {
+			got = slices.Clone(got)
+			s.mu.Unlock()
+			return got, nil
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-s.closed:
+			return nil, fmt.Errorf("hipchattest: closed with %d of %d recorded", len(got), n)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("hipchattest: %d of %d recorded: %w", len(got), n, ctx.Err())
+		}
+	}
+}
+
+// wakeLocked wakes the waiters after a record; s.mu is held.
+func (s *Server) wakeLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// ServeHTTP runs the fault, then the fake's routes, and logs the request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w}
+	r.Body = http.MaxBytesReader(rec, r.Body, 1<<20)
+	defer func() {
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.mu.Lock()
+		s.requests = append(s.requests, Request{Method: r.Method, Path: r.URL.Path, At: s.now(), Status: status})
+		s.mu.Unlock()
+	}()
+	s.mu.Lock()
+	fault := s.fault
+	s.mu.Unlock()
+	if fault != nil && fault(rec, r) {
+		return
+	}
+	s.mux.ServeHTTP(rec, r)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// defaultCapabilities is the document of PROTOCOL.md section 2 for this
+// fake.
+func (s *Server) defaultCapabilities() CapabilitiesDoc {
+	scopes := map[string]DocScope{}
+	for _, sc := range s.scopes {
+		scopes[sc] = DocScope{ID: sc, Name: sc, Description: "Scope " + sc}
+	}
+	return CapabilitiesDoc{
+		Capabilities: DocCapabilities{
+			HipchatAPIProvider: &DocAPIProvider{AvailableScopes: scopes, URL: s.url + "/v2/"},
+			OAuth2Provider: &DocOAuth2Provider{
+				AuthorizationURL: s.url + "/users/authorize",
+				TokenURL:         s.url + PathToken,
+			},
+		},
+		Key:         "hipchat",
+		Name:        "HipChat",
+		Description: "Group chat and IM built for teams",
+		Links:       DocLinks{API: s.url + "/v2", Homepage: s.url, Self: s.url + PathCapabilities},
+		Vendor:      &DocVendor{Name: "Atlassian", URL: "http://atlassian.com"},
+	}
+}
+
+func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
+	doc := s.defaultCapabilities()
+	s.mu.Lock()
+	edit := s.editCaps
+	s.mu.Unlock()
+	if edit != nil {
+		edit(&doc)
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+// handleToken is the client credentials grant of PROTOCOL.md section 4.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	id, secret, hasAuth := r.BasicAuth()
+	if hasAuth {
+		s.mu.Lock()
+		s.tokenRequests[id]++
+		s.mu.Unlock()
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+		return
+	}
+	s.mu.Lock()
+	want, known := s.clients[id]
+	s.mu.Unlock()
+	if !hasAuth || !known || subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Basic realm="hipchat"`)
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "Client authentication failed")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", "The form cannot be parsed")
+		return
+	}
+	if r.PostForm.Get("grant_type") != "client_credentials" {
+		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "Only client_credentials is supported")
+		return
+	}
+	scopes := strings.Fields(r.PostForm.Get("scope"))
+	if len(scopes) == 0 {
+		scopes = slices.Clone(s.scopes)
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(s.scopes, sc) {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_scope", "Scope not allowed: "+sc)
+			return
+		}
+	}
+	tok := randomHex(20)
+	s.mu.Lock()
+	expiresIn := s.expiresIn
+	s.tokens[tok] = grant{oauthID: id, scopes: scopes, expiresAt: s.now().Add(time.Duration(expiresIn) * time.Second)}
+	s.mu.Unlock()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": tok,
+		"expires_in":   expiresIn,
+		"group_id":     s.groupID,
+		"group_name":   "hipchattest",
+		"scope":        strings.Join(scopes, " "),
+		"token_type":   "bearer",
+	})
+}
+
+// authorize checks the bearer token of an API call and returns its owner;
+// it answers 401 itself when the token is missing, unknown, expired,
+// revoked or lacks scope (scope "" checks none).
+//
+// Stricter than HipChat: the auth_token query parameter is refused, since
+// PROTOCOL.md section 7 says to use the header.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, scope string) (string, bool) {
+	if r.URL.Query().Has("auth_token") {
+		writeAPIError(w, http.StatusUnauthorized, "hipchattest: send the token in the Authorization header, not auth_token")
+		return "", false
+	}
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	tok = strings.TrimSpace(tok)
+	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		writeAPIError(w, http.StatusUnauthorized, "Authorization: Bearer <token> required")
+		return "", false
+	}
+	s.mu.Lock()
+	g, ok := s.tokens[tok]
+	s.mu.Unlock()
+	if !ok || !s.now().Before(g.expiresAt) {
+		writeAPIError(w, http.StatusUnauthorized, "Invalid OAuth session")
+		return "", false
+	}
+	if scope != "" && !slices.Contains(g.scopes, scope) {
+		writeAPIError(w, http.StatusUnauthorized, "This endpoint requires the scope "+scope)
+		return "", false
+	}
+	return g.oauthID, true
+}
+
+func isJSON(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == "application/json"
+}
+
+// handleNotification is "send room notification" (PROTOCOL.md section 7).
+func (s *Server) handleNotification(w http.ResponseWriter, r *http.Request) {
+	owner, ok := s.authorize(w, r, "send_notification")
+	if !ok {
+		return
+	}
+	room := r.PathValue("id")
+	var roomID int64
+	if n, err := strconv.ParseInt(room, 10, 64); err == nil {
+		if n <= 0 {
+			writeAPIError(w, http.StatusNotFound, "Room not found")
+			return
+		}
+		roomID = n
+	}
+	if !isJSON(r) {
+		writeAPIError(w, http.StatusBadRequest, "Content-Type must be application/json")
+		return
+	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
+	var body struct {
+		Message       *string `json:"message"`
+		MessageFormat *string `json:"message_format"`
+		Color         *string `json:"color"`
+		Notify        *bool   `json:"notify"`
+		From          *string `json:"from"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Request body is not valid JSON")
+		return
+	}
+	var n addon.Notification
+	if body.Message == nil {
+		writeAPIError(w, http.StatusBadRequest, "message is required")
+		return
+	}
+	n.Message = *body.Message
+	if c := utf8.RuneCountInString(n.Message); c < 1 || c > 10000 {
+		writeAPIError(w, http.StatusBadRequest, "message must be between 1 and 10000 characters")
+		return
+	}
+	if body.MessageFormat != nil {
+		n.MessageFormat = *body.MessageFormat
+		if n.MessageFormat != "html" && n.MessageFormat != "text" {
+			writeAPIError(w, http.StatusBadRequest, "message_format must be html or text")
+			return
+		}
+	}
+	if body.Color != nil {
+		n.Color = *body.Color
+		if !slices.Contains([]string{"yellow", "green", "red", "purple", "gray", "random"}, n.Color) {
+			writeAPIError(w, http.StatusBadRequest, "color must be one of yellow, green, red, purple, gray, random")
+			return
+		}
+	}
+	if body.Notify != nil {
+		n.Notify = *body.Notify
+	}
+	if body.From != nil {
+		n.From = *body.From
+	}
+	s.mu.Lock()
+	s.notifications = append(s.notifications, Notification{
+		RoomID: roomID, Room: room, OAuthID: owner, Body: n, Raw: raw, At: s.now(),
+	})
+	s.wakeLocked()
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleGlance is "room addon ui update" (PROTOCOL.md section 7). The
+// scope HipChat required for it is not in what we have: any valid token
+// is accepted.
+func (s *Server) handleGlance(w http.ResponseWriter, r *http.Request) {
+	owner, ok := s.authorize(w, r, "")
+	if !ok {
+		return
+	}
+	roomID, err := strconv.ParseInt(r.PathValue("room_id"), 10, 64)
+	if err != nil || roomID <= 0 {
+		writeAPIError(w, http.StatusNotFound, "Room not found")
+		return
+	}
+	if !isJSON(r) {
+		writeAPIError(w, http.StatusBadRequest, "Content-Type must be application/json")
+		return
+	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return
+	}
+	var body struct {
+		Glance []struct {
+			Key     string          `json:"key"`
+			Content json.RawMessage `json:"content"`
+		} `json:"glance"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Request body is not valid JSON")
+		return
+	}
+	if len(body.Glance) == 0 {
+		writeAPIError(w, http.StatusBadRequest, "glance must be a non-empty list")
+		return
+	}
+	var glances []hipchat.Glance
+	for _, g := range body.Glance {
+		var content hipchat.GlanceContent
+		if g.Key == "" || len(g.Content) == 0 || json.Unmarshal(g.Content, &content) != nil {
+			writeAPIError(w, http.StatusBadRequest, "every glance needs a key and a content object")
+			return
+		}
+		glances = append(glances, hipchat.Glance{Key: g.Key, Content: content})
+	}
+	s.mu.Lock()
+	s.glances = append(s.glances, GlanceUpdate{RoomID: roomID, OAuthID: owner, Glances: glances, Raw: raw, At: s.now()})
+	s.wakeLocked()
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleInstallable serves what the add-on reads from installable_url in
+// the browser uninstall flow (PROTOCOL.md section 8).
+func (s *Server) handleInstallable(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("oauthId")
+	s.mu.Lock()
+	_, ok := s.clients[id]
+	s.mu.Unlock()
+	if !ok {
+		writeAPIError(w, http.StatusNotFound, "Installable not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"oauthId":         id,
+		"capabilitiesUrl": s.CapabilitiesURL(),
+		"groupId":         s.groupID,
+	})
+}
+
+// InstallableURL is the installable_url HipChat would pass for oauthID.
+func (s *Server) InstallableURL(oauthID string) string {
+	return s.url + PathInstallable + url.PathEscape(oauthID)
+}
+
+// InstallPayload is the body HipChat POSTs to the add-on's callbackUrl
+// (PROTOCOL.md section 3), with this fake's capabilitiesUrl and group;
+// roomID 0 makes a global install (roomId left out). It does not register
+// the client: call AddClient for credentials that should work.
+func (s *Server) InstallPayload(oauthID, secret string, roomID int64) []byte {
+	p := struct {
+		OAuthID         string `json:"oauthId"`
+		OAuthSecret     string `json:"oauthSecret"`
+		CapabilitiesURL string `json:"capabilitiesUrl"`
+		RoomID          int64  `json:"roomId,omitempty"`
+		GroupID         int64  `json:"groupId"`
+	}{oauthID, secret, s.CapabilitiesURL(), roomID, s.groupID}
+	b, _ := json.Marshal(p) // plain strings and numbers: cannot fail
+	return b
+}
+
+// JWT signs a token as HipChat does for its calls to the add-on
+// (PROTOCOL.md section 5): iss oauthID, sub a fixed user id, iat now, exp
+// now+ttl, a random jti, context {room_id, user_tz}. roomID 0 leaves the
+// room out. It reports a failure with t.Errorf and returns "".
+func (s *Server) JWT(oauthID, secret string, roomID int64, ttl time.Duration) string {
+	now := s.now()
+	tok, err := hipchat.SignJWT(oauthID, secret, hipchat.Claims{
+		Subject:   strconv.Itoa(userID),
+		RoomID:    roomID,
+		UserTZ:    "Europe/Berlin",
+		IssuedAt:  now,
+		ExpiresAt: now.Add(ttl),
+		ID:        randomHex(8),
+	})
+	if err != nil {
+		s.t.Errorf("hipchattest: %v", err)
+		return ""
+	}
+	return tok
+}
+
+// userID is the HipChat user the fake's webhooks and JWTs come from.
+const userID = 1661743
+
+// RoomMessage is a room_message webhook body (PROTOCOL.md section 6) for a
+// message text sent in roomID, identified by messageID. Its links point at
+// hipchat.example.com: nothing should follow them.
+func RoomMessage(oauthID string, roomID int64, messageID, text string) []byte {
+	type links struct {
+		Self string `json:"self"`
+	}
+	type user struct {
+		ID          int64  `json:"id"`
+		MentionName string `json:"mention_name"`
+		Name        string `json:"name"`
+		Links       links  `json:"links"`
+	}
+	type message struct {
+		Date     string   `json:"date"`
+		From     user     `json:"from"`
+		ID       string   `json:"id"`
+		Mentions []string `json:"mentions"`
+		Message  string   `json:"message"`
+		Type     string   `json:"type"`
+	}
+	type room struct {
+		ID    int64  `json:"id"`
+		Name  string `json:"name"`
+		Links links  `json:"links"`
+	}
+	body := struct {
+		Event string `json:"event"`
+		Item  struct {
+			Message message `json:"message"`
+			Room    room    `json:"room"`
+		} `json:"item"`
+		OAuthClientID string `json:"oauth_client_id"`
+		WebhookID     int64  `json:"webhook_id"`
+	}{Event: "room_message", OAuthClientID: oauthID, WebhookID: 578829}
+	body.Item.Message = message{
+		Date: time.Now().UTC().Format("2006-01-02T15:04:05.000000-07:00"),
+		From: user{ID: userID, MentionName: "Blinky", Name: "Blinky the Three Eyed Fish",
+			Links: links{Self: "https://hipchat.example.com/v2/user/" + strconv.Itoa(userID)}},
+		ID:       messageID,
+		Mentions: []string{},
+		Message:  text,
+		Type:     "message",
+	}
+	body.Item.Room = room{ID: roomID, Name: "Room " + strconv.FormatInt(roomID, 10),
+		Links: links{Self: "https://hipchat.example.com/v2/room/" + strconv.FormatInt(roomID, 10)}}
+	b, _ := json.Marshal(body) // plain strings and numbers: cannot fail
+	return b
+}
+
+// RateLimited is a Fault answering 429 as HipChat's rate limit does
+// (PROTOCOL.md section 9): X-Ratelimit-Limit/Remaining/Reset (Reset left
+// out when zero) and Retry-After in seconds (left out when 0).
+func RateLimited(retryAfter time.Duration, reset time.Time) Fault {
+	return limited("X-Ratelimit", "500", retryAfter, reset)
+}
+
+// FloodControlled is RateLimited with the X-FloodControl-* headers of the
+// per-room notification limit.
+func FloodControlled(retryAfter time.Duration, reset time.Time) Fault {
+	return limited("X-FloodControl", "30", retryAfter, reset)
+}
+
+func limited(prefix, limit string, retryAfter time.Duration, reset time.Time) Fault {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		h := w.Header()
+		h.Set(prefix+"-Limit", limit)
+		h.Set(prefix+"-Remaining", "0")
+		if !reset.IsZero() {
+			h.Set(prefix+"-Reset", strconv.FormatInt(reset.Unix(), 10))
+		}
+		if retryAfter > 0 {
+			h.Set("Retry-After", strconv.FormatInt(int64((retryAfter+time.Second-1)/time.Second), 10))
+		}
+		writeAPIError(w, http.StatusTooManyRequests, "You have exceeded the rate limit")
+		return true
+	}
+}
+
+// Unavailable is a Fault answering 503.
+func Unavailable() Fault {
+	return Status(http.StatusServiceUnavailable, "Service Unavailable")
+}
+
+// Status is a Fault answering code with the error body of PROTOCOL.md
+// section 9 carrying message.
+func Status(code int, message string) Fault {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		writeAPIError(w, code, message)
+		return true
+	}
+}
+
+// OnPath limits f to requests whose path starts with prefix (e.g.
+// PathRoom).
+func OnPath(prefix string, f Fault) Fault {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		return strings.HasPrefix(r.URL.Path, prefix) && f(w, r)
+	}
+}
+
+// Times limits f to the first n requests it answers.
+func Times(n int, f Fault) Fault {
+	var mu sync.Mutex
+	left := n
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if left <= 0 {
+			return false
+		}
+		if f(w, r) {
+			left--
+			return true
+		}
+		return false
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
+
+// writeAPIError writes the error body of PROTOCOL.md section 9.
+func writeAPIError(w http.ResponseWriter, code int, message string) {
+	writeJSON(w, code, map[string]any{"error": map[string]any{
+		"code": code, "message": message, "type": http.StatusText(code),
+	}})
+}
+
+// writeOAuthError writes the token endpoint's error body (section 4).
+func writeOAuthError(w http.ResponseWriter, code int, kind, description string) {
+	writeJSON(w, code, map[string]string{"error": kind, "error_description": description})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,326 @@
+package hipchat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+)
+
+// maxJWTLen bounds the JWTs ExtractToken and Verify accept; HipChat's are a
+// few hundred bytes.
+const maxJWTLen = 8 << 10
+
+// Defaults of a zero Verifier.
+const (
+	DefaultLeeway = 60 * time.Second
+	DefaultMaxAge = time.Hour
+)
+
+// ExtractToken returns the JWT HipChat put in r (PROTOCOL.md section 5), from
+// exactly these places: "Authorization: JWT <token>", "Authorization: JWT
+// token=<token>" (older clients; the value may be quoted), or the query
+// parameter signed_request. The form body is not read. It fails
+// (addon.Unauthorized) when there is none, when an Authorization header
+// uses another scheme or is malformed, or when two places carry different
+// tokens; the same token twice is fine. The error never contains the token.
+func ExtractToken(r *http.Request) (string, error) {
+	const op = "extract jwt"
+	var found []string
+	for _, h := range r.Header.Values("Authorization") {
+		tok, err := parseJWTAuthorization(h)
+		if err != nil {
+			return "", opError(op, err)
+		}
+		found = append(found, tok)
+	}
+	found = append(found, r.URL.Query()["signed_request"]...)
+	if len(found) == 0 {
+		return "", opError(op, addon.Errorf(addon.Unauthorized, "no jwt in the request"))
+	}
+	tok := found[0]
+	for _, t := range found {
+		if t == "" {
+			return "", opError(op, addon.Errorf(addon.Unauthorized, "empty jwt"))
+		}
+		if t != tok {
+			return "", opError(op, addon.Errorf(addon.Unauthorized, "more than one jwt in the request"))
+		}
+	}
+	if len(tok) > maxJWTLen {
+		return "", opError(op, addon.Errorf(addon.Unauthorized, "jwt too long"))
+	}
+	return tok, nil
+}
+
+// parseJWTAuthorization reads "JWT <token>" or "JWT token=<token>"; the
+// scheme is case-insensitive (RFC 9110 section 11.1).
+func parseJWTAuthorization(h string) (string, error) {
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(h), " ")
+	if !strings.EqualFold(scheme, "JWT") {
+		return "", addon.Errorf(addon.Unauthorized, "authorization scheme is not JWT")
+	}
+	rest = strings.TrimSpace(rest)
+	if len(rest) >= len("token=") && strings.EqualFold(rest[:len("token=")], "token=") {
+		rest = rest[len("token="):]
+		if len(rest) >= 2 && rest[0] == '"' && rest[len(rest)-1] == '"' {
+			rest = rest[1 : len(rest)-1]
+		}
+	}
+	if rest == "" || strings.ContainsAny(rest, " \t,\"") {
+		return "", addon.Errorf(addon.Unauthorized, "malformed JWT authorization header")
+	}
+	return rest, nil
+}
+
+// Claims is what a verified HipChat JWT says (PROTOCOL.md section 5).
+type Claims struct {
+	Issuer    string    // iss: the installation's oauthId
+	Subject   string    // sub, or prn in older tokens: the HipChat user id
+	RoomID    int64     // context.room_id; 0 when the token names no room
+	UserTZ    string    // context.user_tz, e.g. "Europe/Berlin"
+	IssuedAt  time.Time // iat; zero when absent
+	ExpiresAt time.Time // exp
+	ID        string    // jti
+}
+
+// wireClaims is a HipChat JWT's payload.
+type wireClaims struct {
+	jwt.RegisteredClaims
+	Prn     string       `json:"prn,omitempty"`
+	Context *wireContext `json:"context,omitempty"`
+}
+
+type wireContext struct {
+	RoomID roomID `json:"room_id,omitempty"`
+	UserTZ string `json:"user_tz,omitempty"`
+}
+
+// roomID is context.room_id, a JSON number or a numeric string.
+type roomID int64
+
+func (r *roomID) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*r = 0
+		return nil
+	}
+	s := string(b)
+	if len(b) > 0 && b[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		s = strings.TrimSpace(s)
+		if s == "" {
+			*r = 0
+			return nil
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return errors.New("context.room_id is not a room id")
+	}
+	*r = roomID(n)
+	return nil
+}
+
+// InstallationLookup finds an installation by its OAuth ID, returning an
+// error of kind addon.NotFound when there is none. addon.Store has it.
+type InstallationLookup interface {
+	Installation(ctx context.Context, oauthID string) (addon.Installation, error)
+}
+
+// Verifier checks the JWTs HipChat signs for its calls to the add-on. Its
+// fields are set once before use; it is then safe for concurrent use.
+type Verifier struct {
+	Store InstallationLookup
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Leeway is the clock skew allowed on exp and iat; 0 means
+	// DefaultLeeway, negative means none.
+	Leeway time.Duration
+	// MaxAge is the longest lifetime accepted, both exp-iat and exp-now
+	// (the latter plus Leeway): a token has no qsh binding it to a request,
+	// so it must be short-lived. 0 means DefaultMaxAge.
+	MaxAge time.Duration
+}
+
+// Verify checks token as PROTOCOL.md section 5 asks: it reads iss without
+// verifying, looks the installation up, then verifies the signature with
+// the installation's oauthSecret, accepting only HS256, and requires an
+// unexpired exp (with Leeway), an iat not in the future, and a lifetime
+// within MaxAge. A token naming a room the installation does not cover is
+// refused too.
+//
+// Errors: addon.Unauthorized with a short reason ("unknown issuer", "bad
+// signature", "token expired", ...) for a token that fails; addon.Forbidden
+// for a room not covered; the store's own error when the lookup fails for
+// another reason than NotFound. No error contains the token.
+func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation, Claims, error) {
+	const op = "verify jwt"
+	fail := func(reason string, err error) (addon.Installation, Claims, error) {
+		return addon.Installation{}, Claims{}, opError(op, &addon.Error{Kind: addon.Unauthorized, Msg: reason, Err: err})
+	}
+	if v.Store == nil {
+		return addon.Installation{}, Claims{}, opError(op, addon.Errorf(addon.Internal, "verifier has no store"))
+	}
+	if token == "" {
+		return fail("no token", nil)
+	}
+	if len(token) > maxJWTLen {
+		return fail("token too long", nil)
+	}
+
+	var unverified wireClaims
+	parsed, _, err := jwt.NewParser().ParseUnverified(token, &unverified)
+	if err != nil {
+		return fail("malformed token", err)
+	}
+	// Checked again by the parser below; refusing early spares the lookup.
+	if parsed.Method == nil || parsed.Method.Alg() != jwt.SigningMethodHS256.Alg() {
+		return fail("algorithm not allowed", nil)
+	}
+	if unverified.Issuer == "" {
+		return fail("token has no issuer", nil)
+	}
+	inst, err := v.Store.Installation(ctx, unverified.Issuer)
+	if addon.IsNotFound(err) {
+		return fail("unknown issuer", nil)
+	}
+	if err != nil {
+		return addon.Installation{}, Claims{}, opError(op, err)
+	}
+	if inst.OAuthSecret == "" {
+		return fail("installation has no secret", nil)
+	}
+
+	leeway := v.Leeway
+	switch {
+	case leeway == 0:
+		leeway = DefaultLeeway
+	case leeway < 0:
+		leeway = 0
+	}
+	maxAge := v.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultMaxAge
+	}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+
+	var wc wireClaims
+	_, err = jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(now),
+		jwt.WithIssuer(inst.OAuthID),
+	).ParseWithClaims(token, &wc, func(*jwt.Token) (any, error) {
+		return []byte(inst.OAuthSecret), nil
+	})
+	if err != nil {
+		return fail(jwtReason(err), err)
+	}
+
+	exp := wc.ExpiresAt.Time
+	if exp.Sub(now()) > maxAge+leeway {
+		return fail("token expires too far in the future", nil)
+	}
+	var iat time.Time
+	if wc.IssuedAt != nil {
+		iat = wc.IssuedAt.Time
+		if exp.Sub(iat) > maxAge {
+			return fail("token lifetime too long", nil)
+		}
+	}
+
+	c := Claims{
+		Issuer:    wc.Issuer,
+		Subject:   wc.Subject,
+		IssuedAt:  iat,
+		ExpiresAt: exp,
+		ID:        wc.ID,
+	}
+	if c.Subject == "" {
+		c.Subject = wc.Prn
+	}
+	if wc.Context != nil {
+		c.RoomID = int64(wc.Context.RoomID)
+		c.UserTZ = wc.Context.UserTZ
+	}
+	if c.RoomID != 0 && !inst.CoversRoom(c.RoomID) {
+		return addon.Installation{}, Claims{}, opError(op, addon.Errorf(addon.Forbidden, "the token's room is not covered by the installation"))
+	}
+	return inst, c, nil
+}
+
+// jwtReason names why the jwt library refused a token, in a few words.
+func jwtReason(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "bad signature"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "token has no expiry"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token issued in the future"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "token not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "wrong issuer"
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "malformed token"
+	default:
+		return "invalid token"
+	}
+}
+
+// SignJWT signs claims as HipChat does (HS256 with the installation's
+// secret, iss = oauthID) for tests, the fake HipChat and the load tool.
+// Zero IssuedAt and ExpiresAt are left out of the token, as are an empty
+// Subject and ID, and the context when RoomID and UserTZ are both zero.
+// claims.Issuer must be empty or oauthID.
+func SignJWT(oauthID, secret string, claims Claims) (string, error) {
+	const op = "sign jwt"
+	if oauthID == "" || secret == "" {
+		return "", opError(op, addon.Errorf(addon.Invalid, "oauth id and secret are required"))
+	}
+	if claims.Issuer != "" && claims.Issuer != oauthID {
+		return "", opError(op, addon.Errorf(addon.Invalid, "issuer is not the oauth id"))
+	}
+	if claims.RoomID < 0 {
+		return "", opError(op, addon.Errorf(addon.Invalid, "negative room id"))
+	}
+	wc := wireClaims{RegisteredClaims: jwt.RegisteredClaims{
+		Issuer:  oauthID,
+		Subject: claims.Subject,
+		ID:      claims.ID,
+	}}
+	if !claims.IssuedAt.IsZero() {
+		wc.IssuedAt = jwt.NewNumericDate(claims.IssuedAt)
+	}
+	if !claims.ExpiresAt.IsZero() {
+		wc.ExpiresAt = jwt.NewNumericDate(claims.ExpiresAt)
+	}
+	if claims.RoomID != 0 || claims.UserTZ != "" {
+		wc.Context = &wireContext{RoomID: roomID(claims.RoomID), UserTZ: claims.UserTZ}
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, wc).SignedString([]byte(secret))
+	if err != nil {
+		return "", opError(op, fmt.Errorf("signing failed: %w", err))
+	}
+	return s, nil
+}

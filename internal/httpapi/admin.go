@@ -1,0 +1,109 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+)
+
+// AdminDeps are what the admin handler needs.
+type AdminDeps struct {
+	Store  addon.Store
+	Backup func(w io.Writer) (int64, error) // hot backup of the whole store
+	CAPEM  func() ([]byte, error)           // the self-signed CA, if any
+}
+
+// NewAdmin returns the handler of the admin socket, a unix socket only the
+// daemon's user (and root) can open, through which the CLI reaches a
+// running daemon: the bbolt file is locked by the daemon while it runs.
+//
+//	GET    /installations        list (secrets never included)
+//	GET    /installations/{id}   one
+//	DELETE /installations/{id}   remove it and everything stored for it
+//	GET    /backup               a consistent copy of the store
+//	GET    /tls/ca               the self-signed CA certificate (PEM)
+func NewAdmin(d AdminDeps) http.Handler {
+	mux := http.NewServeMux()
+	fail := func(w http.ResponseWriter, err error) {
+		code, msg := statusOf(err)
+		writeJSON(w, code, map[string]string{"error": msg})
+	}
+	mux.HandleFunc("GET /installations", func(w http.ResponseWriter, r *http.Request) {
+		all, err := d.Store.Installations(r.Context())
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		for i := range all {
+			all[i].OAuthSecret = ""
+		}
+		writeJSON(w, http.StatusOK, all)
+	})
+	mux.HandleFunc("GET /installations/{id}", func(w http.ResponseWriter, r *http.Request) {
+		inst, err := d.Store.Installation(r.Context(), r.PathValue("id"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		inst.OAuthSecret = ""
+		writeJSON(w, http.StatusOK, inst)
+	})
+	mux.HandleFunc("DELETE /installations/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.Store.DeleteInstallation(r.Context(), r.PathValue("id")); err != nil {
+			fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /backup", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = d.Backup(w) // a failure cuts the stream short; the client checks the copy
+	})
+	mux.HandleFunc("GET /tls/ca", func(w http.ResponseWriter, r *http.Request) {
+		pem, err := d.CAPEM()
+		if err != nil {
+			fail(w, addon.Wrap(addon.NotFound, err, "no local CA: tls.mode is not self-signed"))
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(pem)
+	})
+	return mux
+}
+
+// AdminClient talks to a running daemon's admin socket.
+type AdminClient struct {
+	HTTP *http.Client // dials the socket
+}
+
+// Get fetches path and decodes JSON into v (v nil: copy the body to w).
+func (c AdminClient) Do(ctx context.Context, method, path string, v any, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://hipconnect"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		kind := addon.Internal
+		if resp.StatusCode == http.StatusNotFound {
+			kind = addon.NotFound
+		}
+		return addon.Errorf(kind, "daemon answered %d: %s", resp.StatusCode, e.Error)
+	}
+	if v != nil {
+		return json.NewDecoder(resp.Body).Decode(v)
+	}
+	if w != nil {
+		_, err = io.Copy(w, resp.Body)
+	}
+	return err
+}

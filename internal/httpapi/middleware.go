@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/hipchat"
+)
+
+// secure applies to every public request: only the base URL's host is
+// served, bodies are capped, and security headers are set.
+func (s *server) secure(next http.Handler) http.Handler {
+	host := strings.ToLower(s.BaseURL.Hostname())
+	port := s.BaseURL.Port()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		if s.BaseURL.Scheme == "https" {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		if !hostMatches(r.Host, host, port) {
+			s.fail(w, r, errorf(http.StatusMisdirectedRequest, "unknown host %q", truncate(r.Host, 100)))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hostMatches reports whether a Host header names the base URL's host (with
+// its port, or without one when the base URL has none).
+func hostMatches(hostHeader, host, port string) bool {
+	h, p, err := net.SplitHostPort(hostHeader)
+	if err != nil {
+		h, p = hostHeader, ""
+	}
+	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+	return h == host && (p == port || p == "")
+}
+
+// statusWriter records the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// instrument times a route, logs it at debug level (path only: query
+// strings may carry a signed_request) and recovers from panics.
+func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				s.Logger.Error("panic serving request", slog.String("path", r.URL.Path), slog.Any("panic", p))
+				if sw.code == 0 {
+					s.fail(sw, r, errorf(http.StatusInternalServerError, "internal error"))
+				}
+			}
+			code := sw.code
+			if code == 0 {
+				code = http.StatusOK
+			}
+			s.Metrics.HTTPDuration.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+			s.Logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", code),
+				slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
+		}()
+		h(sw, r)
+	})
+}
+
+// requireJWT admits a request only with a valid JWT of a stored
+// installation (PROTOCOL.md section 5) and puts it in the context.
+func (s *server) requireJWT(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, err := hipchat.ExtractToken(r)
+		if err != nil {
+			s.fail(w, r, &httpError{Code: http.StatusUnauthorized, Msg: "missing or malformed JWT", Err: err})
+			return
+		}
+		inst, claims, err := s.Verifier.Verify(r.Context(), tok)
+		if err != nil {
+			s.fail(w, r, &httpError{Code: http.StatusUnauthorized, Msg: "invalid JWT", Err: err})
+			return
+		}
+		h(w, r.WithContext(withAuth(r.Context(), auth{inst: inst, claims: claims})))
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,25 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/hipconnect/hipconnect/internal/descriptor"
+)
+
+// routes lists every public route.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern, route string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.instrument(route, h))
+	}
+	handle("GET "+descriptor.PathDescriptor, "descriptor", s.descriptor)
+	handle("GET /{$}", "home", s.home)
+	handle("POST "+descriptor.PathInstallable, "install", s.install)
+	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", s.requireJWT(s.uninstall))
+	handle("GET "+descriptor.PathUninstalled, "uninstalled", s.uninstalled)
+	handle("POST "+descriptor.PathWebhook+"{command}", "webhook", s.requireJWT(s.webhook))
+	mux.Handle("/", s.instrument("other", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, errorf(http.StatusNotFound, "not found"))
+	}))
+	return s.secure(mux)
+}

@@ -1,0 +1,110 @@
+// Package metrics owns hipconnect's Prometheus registry and the collectors
+// the other packages report to. Nothing here touches the global registry.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is the set of hipconnect's own metrics, registered in Registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Installs      *prometheus.CounterVec   // result
+	Uninstalls    *prometheus.CounterVec   // result
+	Webhooks      *prometheus.CounterVec   // result
+	Commands      *prometheus.CounterVec   // command, result
+	Notifications *prometheus.CounterVec   // result
+	HTTPDuration  *prometheus.HistogramVec // route, code
+	Delivery      prometheus.Histogram     // seconds from webhook acknowledged to notification sent
+}
+
+// Stats are gauges read at scrape time.
+type Stats struct {
+	Installations int
+	PendingJobs   int
+}
+
+// New returns Metrics in a fresh registry with the Go and process
+// collectors, hipconnect_build_info, and gauges read from stats at each
+// scrape (stats may be nil).
+func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Installs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hipconnect_installs_total", Help: "Install callbacks by result.",
+		}, []string{"result"}),
+		Uninstalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hipconnect_uninstalls_total", Help: "Uninstall requests by result.",
+		}, []string{"result"}),
+		Webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hipconnect_webhooks_total", Help: "Webhook deliveries from HipChat by result.",
+		}, []string{"result"}),
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hipconnect_commands_total", Help: "Slash commands run, by command and result.",
+		}, []string{"command", "result"}),
+		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hipconnect_notifications_total", Help: "Room notifications sent to HipChat, by result.",
+		}, []string{"result"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "hipconnect_http_request_duration_seconds", Help: "Inbound HTTP requests by route and status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "code"}),
+		Delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hipconnect_delivery_latency_seconds", Help: "Time from webhook acknowledged to reply delivered.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hipconnect_build_info", Help: "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo, m.Installs, m.Uninstalls, m.Webhooks, m.Commands, m.Notifications, m.HTTPDuration, m.Delivery,
+	)
+	if stats != nil {
+		reg.MustRegister(&statsCollector{stats: stats,
+			installations: prometheus.NewDesc("hipconnect_installations", "Installations in the store.", nil, nil),
+			pending:       prometheus.NewDesc("hipconnect_outbox_pending", "Commands acknowledged but not yet delivered.", nil, nil),
+			up:            prometheus.NewDesc("hipconnect_store_up", "Whether the store answered the last scrape.", nil, nil),
+		})
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+type statsCollector struct {
+	stats                      func(context.Context) (Stats, error)
+	installations, pending, up *prometheus.Desc
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.installations
+	ch <- c.pending
+	ch <- c.up
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.stats(context.Background())
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.installations, prometheus.GaugeValue, float64(s.Installations))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(s.PendingJobs))
+}

@@ -1,0 +1,181 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	bolt "go.etcd.io/bbolt"
+)
+
+// PutInstallation creates or replaces the installation with inst.OAuthID.
+// An empty OAuthID, or one containing a NUL byte, is Invalid. The write is
+// on disk when it returns nil.
+func (d *DB) PutInstallation(ctx context.Context, inst addon.Installation) error {
+	if err := checkOAuthID(inst.OAuthID); err != nil {
+		return err
+	}
+	data, err := json.Marshal(inst)
+	if err != nil {
+		return fmt.Errorf("store: put installation: %w", err)
+	}
+	return d.update(ctx, "put installation", func(tx *bolt.Tx) error {
+		return bucket(tx, bucketInstallations).Put([]byte(inst.OAuthID), data)
+	})
+}
+
+// Installation returns the installation with the given OAuthID, or a
+// NotFound error.
+func (d *DB) Installation(ctx context.Context, oauthID string) (addon.Installation, error) {
+	var inst addon.Installation
+	err := d.view(ctx, "installation", func(tx *bolt.Tx) error {
+		v := bucket(tx, bucketInstallations).Get([]byte(oauthID))
+		if v == nil {
+			return addon.Errorf(addon.NotFound, "installation %q not found", oauthID)
+		}
+		return decode(v, &inst)
+	})
+	return inst, err
+}
+
+// Installations returns every installation, ordered by OAuthID (byte order).
+func (d *DB) Installations(ctx context.Context) ([]addon.Installation, error) {
+	var all []addon.Installation
+	err := d.view(ctx, "installations", func(tx *bolt.Tx) error {
+		return bucket(tx, bucketInstallations).ForEach(func(_, v []byte) error {
+			var inst addon.Installation
+			if err := decode(v, &inst); err != nil {
+				return err
+			}
+			all = append(all, inst)
+			return ctx.Err()
+		})
+	})
+	return all, err
+}
+
+// DeleteInstallation removes the installation, its token, its pending jobs
+// and its seen message ids in one transaction. Deleting an absent
+// installation returns NotFound.
+func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
+	return d.update(ctx, "delete installation", func(tx *bolt.Tx) error {
+		id := []byte(oauthID)
+		insts := bucket(tx, bucketInstallations)
+		if insts.Get(id) == nil {
+			return addon.Errorf(addon.NotFound, "installation %q not found", oauthID)
+		}
+		if err := insts.Delete(id); err != nil {
+			return err
+		}
+		if err := bucket(tx, bucketTokens).Delete(id); err != nil {
+			return err
+		}
+
+		// Jobs are keyed by ID, so look at each; the queue is short.
+		jobs := bucket(tx, bucketJobs)
+		var jobKeys [][]byte
+		err := jobs.ForEach(func(k, v []byte) error {
+			var j struct {
+				OAuthID string `json:"oauthId"`
+			}
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("job %x: %w", k, err)
+			}
+			if j.OAuthID == oauthID {
+				jobKeys = append(jobKeys, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range jobKeys {
+			if err := jobs.Delete(k); err != nil {
+				return err
+			}
+		}
+
+		// Seen keys start with oauthID "\x00".
+		seen := bucket(tx, bucketSeen)
+		prefix := seenKey(oauthID, "")
+		var seenKeys [][]byte
+		c := seen.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			seenKeys = append(seenKeys, bytes.Clone(k))
+		}
+		for _, k := range seenKeys {
+			if err := seen.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutToken stores the access token of an installation. It returns NotFound
+// if the installation does not exist (it was deleted meanwhile), so no token
+// outlives its installation.
+func (d *DB) PutToken(ctx context.Context, oauthID string, t addon.Token) error {
+	data, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("store: put token: %w", err)
+	}
+	return d.update(ctx, "put token", func(tx *bolt.Tx) error {
+		id := []byte(oauthID)
+		if bucket(tx, bucketInstallations).Get(id) == nil {
+			return addon.Errorf(addon.NotFound, "installation %q not found", oauthID)
+		}
+		return bucket(tx, bucketTokens).Put(id, data)
+	})
+}
+
+// Token returns the stored access token of an installation, or NotFound.
+func (d *DB) Token(ctx context.Context, oauthID string) (addon.Token, error) {
+	var t addon.Token
+	err := d.view(ctx, "token", func(tx *bolt.Tx) error {
+		v := bucket(tx, bucketTokens).Get([]byte(oauthID))
+		if v == nil {
+			return addon.Errorf(addon.NotFound, "token of installation %q not found", oauthID)
+		}
+		return decode(v, &t)
+	})
+	return t, err
+}
+
+// DeleteToken forgets the stored token of an installation. It returns
+// NotFound if no token was stored; callers that only want it gone may ignore
+// that.
+func (d *DB) DeleteToken(ctx context.Context, oauthID string) error {
+	return d.update(ctx, "delete token", func(tx *bolt.Tx) error {
+		tokens := bucket(tx, bucketTokens)
+		id := []byte(oauthID)
+		if tokens.Get(id) == nil {
+			return addon.Errorf(addon.NotFound, "token of installation %q not found", oauthID)
+		}
+		return tokens.Delete(id)
+	})
+}
+
+// checkOAuthID rejects ids that cannot be keys: empty, or holding the NUL
+// byte that separates the parts of a seen key.
+func checkOAuthID(id string) error {
+	if id == "" {
+		return addon.Errorf(addon.Invalid, "empty oauth id")
+	}
+	if strings.IndexByte(id, 0) >= 0 {
+		return addon.Errorf(addon.Invalid, "oauth id contains a NUL byte")
+	}
+	return nil
+}
+
+// decode unmarshals a stored JSON value. json.Unmarshal copies what it
+// keeps, so the result stays valid after the transaction.
+func decode(v []byte, into any) error {
+	if err := json.Unmarshal(v, into); err != nil {
+		return fmt.Errorf("decode %T: %w", into, err)
+	}
+	return nil
+}

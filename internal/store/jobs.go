@@ -1,0 +1,205 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	bolt "go.etcd.io/bbolt"
+)
+
+// SeenRetention is how long the daemon should remember a (OAuthID,
+// MessageID) pair to drop duplicate deliveries: pass now minus SeenRetention
+// to PruneSeen. HipChat retries within minutes, so a day is ample.
+const SeenRetention = 24 * time.Hour
+
+// seenEntry is the value of a seen key.
+type seenEntry struct {
+	Job uint64    `json:"job"`
+	At  time.Time `json:"at"`
+}
+
+// seenKey is oauthID "\x00" messageID; oauthID never holds a NUL byte.
+func seenKey(oauthID, messageID string) []byte {
+	k := make([]byte, 0, len(oauthID)+1+len(messageID))
+	k = append(k, oauthID...)
+	k = append(k, 0)
+	return append(k, messageID...)
+}
+
+// Enqueue stores j unless a job with the same (OAuthID, MessageID) was
+// enqueued before (and not yet pruned, see PruneSeen); it reports whether j
+// was new. The check and the mark happen in the same transaction as the
+// store, so a duplicate delivery never makes a second job, however many race.
+// A job with an empty MessageID is always new.
+//
+// A new job gets the next ID (increasing) and, if j.Received is zero, the
+// store's current time. For a duplicate, Enqueue returns the stored job if it
+// is still pending, or else j with the first job's ID.
+//
+// The installation must exist (NotFound otherwise), so a job cannot outlive
+// a concurrent DeleteInstallation. Enqueue is durable when it returns nil:
+// concurrent calls share one transaction and one fsync (bolt's Batch), which
+// costs a single caller up to bolt's MaxBatchDelay (10ms) of latency.
+func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
+	if err := checkOAuthID(j.OAuthID); err != nil {
+		return addon.Job{}, false, err
+	}
+	now := d.now()
+	if j.Received.IsZero() {
+		j.Received = now
+	}
+	var sk []byte
+	if j.MessageID != "" {
+		sk = seenKey(j.OAuthID, j.MessageID)
+	}
+
+	var (
+		out       addon.Job
+		isNew     bool
+		noInstall bool
+	)
+	err := d.batch(ctx, "enqueue", func(tx *bolt.Tx) error {
+		// Batch may run this more than once: start from scratch each time.
+		out, isNew, noInstall = addon.Job{}, false, false
+
+		if bucket(tx, bucketInstallations).Get([]byte(j.OAuthID)) == nil {
+			noInstall = true
+			return nil
+		}
+		jobs := bucket(tx, bucketJobs)
+		seen := bucket(tx, bucketSeen)
+		if sk != nil {
+			if v := seen.Get(sk); v != nil {
+				var e seenEntry
+				if err := json.Unmarshal(v, &e); err != nil {
+					return fmt.Errorf("seen entry %q: %w", sk, err)
+				}
+				out = j
+				out.ID = e.Job
+				if jv := jobs.Get(u64(e.Job)); jv != nil {
+					var stored addon.Job
+					if err := json.Unmarshal(jv, &stored); err != nil {
+						return fmt.Errorf("job %d: %w", e.Job, err)
+					}
+					out = stored
+				}
+				return nil
+			}
+		}
+
+		id, err := jobs.NextSequence()
+		if err != nil {
+			return err
+		}
+		nj := j
+		nj.ID = id
+		data, err := json.Marshal(nj)
+		if err != nil {
+			return err
+		}
+		if err := jobs.Put(u64(id), data); err != nil {
+			return err
+		}
+		if sk != nil {
+			seenVal, err := json.Marshal(seenEntry{Job: id, At: now})
+			if err != nil {
+				return err
+			}
+			if err := seen.Put(sk, seenVal); err != nil {
+				return err
+			}
+		}
+		out, isNew = nj, true
+		return nil
+	})
+	switch {
+	case err != nil:
+		return addon.Job{}, false, err
+	case noInstall:
+		return addon.Job{}, false, addon.Errorf(addon.NotFound, "installation %q not found", j.OAuthID)
+	}
+	return out, isNew, nil
+}
+
+// Pending returns up to limit stored jobs in ID order; limit <= 0 means all.
+func (d *DB) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
+	var out []addon.Job
+	err := d.view(ctx, "pending", func(tx *bolt.Tx) error {
+		c := bucket(tx, bucketJobs).Cursor()
+		for k, v := c.First(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+			var j addon.Job
+			if err := decode(v, &j); err != nil {
+				return fmt.Errorf("job %x: %w", k, err)
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Complete removes a delivered (or given-up) job. It returns NotFound if no
+// job has that ID (already completed, or its installation was deleted);
+// callers may ignore that. The job's seen message id stays, so a late
+// duplicate delivery is still dropped. Durable when it returns nil; batched
+// like Enqueue.
+func (d *DB) Complete(ctx context.Context, id uint64) error {
+	var missing bool
+	err := d.batch(ctx, "complete", func(tx *bolt.Tx) error {
+		missing = false
+		jobs := bucket(tx, bucketJobs)
+		k := u64(id)
+		if jobs.Get(k) == nil {
+			missing = true
+			return nil
+		}
+		return jobs.Delete(k)
+	})
+	if err != nil {
+		return err
+	}
+	if missing {
+		return addon.Errorf(addon.NotFound, "job %d not found", id)
+	}
+	return nil
+}
+
+// PruneSeen forgets the seen message ids recorded before olderThan, and
+// returns how many it forgot. The daemon calls it periodically with
+// now.Add(-SeenRetention). It runs in one write transaction.
+func (d *DB) PruneSeen(ctx context.Context, olderThan time.Time) (int, error) {
+	var n int
+	err := d.update(ctx, "prune seen", func(tx *bolt.Tx) error {
+		n = 0
+		seen := bucket(tx, bucketSeen)
+		var old [][]byte
+		err := seen.ForEach(func(k, v []byte) error {
+			var e seenEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("seen entry %q: %w", k, err)
+			}
+			if e.At.Before(olderThan) {
+				old = append(old, bytes.Clone(k))
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := seen.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

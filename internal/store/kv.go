@@ -1,0 +1,136 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	bolt "go.etcd.io/bbolt"
+)
+
+// KV is a namespace of the generic key/value area: a top-level bucket
+// "kv/<namespace>" of its own, created on first Put. Each value is stored
+// with its modified time. A *KV is safe for concurrent use; writes are on
+// disk when they return nil. Its not-found errors are of kind NotFound and
+// also satisfy errors.Is(err, fs.ErrNotExist).
+type KV struct {
+	d         *DB
+	namespace string
+}
+
+// kvHeader is the size of the modified time stored before each value.
+const kvHeader = 8
+
+// KV returns the key/value namespace with the given name. It touches
+// nothing; namespaces need no registration.
+func (d *DB) KV(namespace string) *KV {
+	return &KV{d: d, namespace: namespace}
+}
+
+func (kv *KV) bucketName() []byte { return []byte(kvBucketPrefix + kv.namespace) }
+
+// bucket returns the namespace's bucket, nil if nothing was ever put.
+func (kv *KV) bucket(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(kv.bucketName()) }
+
+func (kv *KV) notFound(key string) error {
+	return addon.Wrap(addon.NotFound, fs.ErrNotExist, fmt.Sprintf("key %q not found in %s", key, kv.namespace))
+}
+
+// Get returns a copy of the value at key, or NotFound.
+func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
+	var val []byte
+	err := kv.d.view(ctx, "kv get", func(tx *bolt.Tx) error {
+		v, _, ok := kvGet(kv.bucket(tx), key)
+		if !ok {
+			return kv.notFound(key)
+		}
+		val = bytes.Clone(v)
+		if val == nil {
+			val = []byte{}
+		}
+		return nil
+	})
+	return val, err
+}
+
+// Put stores val at key with the store's current time as modified time,
+// replacing any value. An empty key is Invalid.
+func (kv *KV) Put(ctx context.Context, key string, val []byte) error {
+	if key == "" {
+		return addon.Errorf(addon.Invalid, "empty key")
+	}
+	rec := make([]byte, kvHeader+len(val))
+	binary.BigEndian.PutUint64(rec, uint64(kv.d.now().UnixNano()))
+	copy(rec[kvHeader:], val)
+	return kv.d.update(ctx, "kv put", func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(kv.bucketName())
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(key), rec)
+	})
+}
+
+// Delete removes key; NotFound if it is absent.
+func (kv *KV) Delete(ctx context.Context, key string) error {
+	return kv.d.update(ctx, "kv delete", func(tx *bolt.Tx) error {
+		b := kv.bucket(tx)
+		if b == nil || b.Get([]byte(key)) == nil {
+			return kv.notFound(key)
+		}
+		return b.Delete([]byte(key))
+	})
+}
+
+// List returns the keys that start with prefix, in byte order; an empty
+// prefix lists them all. No match is an empty list, not an error.
+func (kv *KV) List(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	err := kv.d.view(ctx, "kv list", func(tx *bolt.Tx) error {
+		b := kv.bucket(tx)
+		if b == nil {
+			return nil
+		}
+		p := []byte(prefix)
+		c := b.Cursor()
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			keys = append(keys, string(k))
+		}
+		return nil
+	})
+	return keys, err
+}
+
+// Stat returns the size and modified time of the value at key, or NotFound.
+func (kv *KV) Stat(ctx context.Context, key string) (size int64, modified time.Time, err error) {
+	err = kv.d.view(ctx, "kv stat", func(tx *bolt.Tx) error {
+		v, mod, ok := kvGet(kv.bucket(tx), key)
+		if !ok {
+			return kv.notFound(key)
+		}
+		size, modified = int64(len(v)), mod
+		return nil
+	})
+	return size, modified, err
+}
+
+// kvGet returns the value (still inside the transaction) and modified time
+// at key in b, which may be nil.
+func kvGet(b *bolt.Bucket, key string) (val []byte, modified time.Time, ok bool) {
+	if b == nil || key == "" {
+		return nil, time.Time{}, false
+	}
+	rec := b.Get([]byte(key))
+	if rec == nil {
+		return nil, time.Time{}, false
+	}
+	if len(rec) < kvHeader {
+		// Not written by Put; treat the whole record as the value.
+		return rec, time.Time{}, true
+	}
+	return rec[kvHeader:], time.Unix(0, int64(binary.BigEndian.Uint64(rec))), true
+}
