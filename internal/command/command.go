@@ -114,6 +114,27 @@ func (r *Runner) echo(args string) addon.Notification {
 	return r.note("text", truncate(args, maxMessage), "gray")
 }
 
+// Search queries the backend of the search command name for term and
+// returns every hit (the caller decides how many to show).
+func (r *Runner) Search(ctx context.Context, name, term string) ([]Hit, error) {
+	spec, ok := r.specs[name]
+	if !ok || spec.Kind == KindEcho {
+		return nil, addon.Errorf(addon.NotFound, "command: no search command %q", name)
+	}
+	return r.fetch(ctx, spec, term)
+}
+
+// Spec returns the configuration of command name.
+func (r *Runner) Spec(name string) (Spec, bool) {
+	s, ok := r.specs[name]
+	return s, ok
+}
+
+// Reply renders hits for term as the notification a search command sends.
+func (r *Runner) Reply(spec Spec, term string, hits []Hit) addon.Notification {
+	return r.note("html", Format(spec, term, hits), "green")
+}
+
 func (r *Runner) search(ctx context.Context, spec Spec, term string) (addon.Notification, error) {
 	if term == "" {
 		return r.note("html", "Usage: <code>/"+html.EscapeString(spec.Name)+" &lt;tag&gt;</code>", "gray"), nil
@@ -124,7 +145,7 @@ func (r *Runner) search(ctx context.Context, spec Spec, term string) (addon.Noti
 			html.EscapeString(truncate(term, 100)))
 		return r.note("html", msg, "red"), fmt.Errorf("command: %s: %w", spec.Name, err)
 	}
-	return r.note("html", Format(spec, term, hits), "green"), nil
+	return r.Reply(spec, term, hits), nil
 }
 
 // Hit is one search result.

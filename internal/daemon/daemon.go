@@ -190,13 +190,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	runner := command.New(client, cfg.Addon.Name, Commands(cfg))
 	dispatcher := delivery.New(delivery.Options{
 		Store: db,
-		Run: func(ctx context.Context, name, args string) (addon.Notification, error) {
-			n, err := runner.Run(ctx, name, args)
+		Run: func(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error) {
+			n, err := runner.Run(ctx, j.Command, j.Args)
 			result := "ok"
 			if err != nil {
 				result = "error"
 			}
-			m.Commands.WithLabelValues(name, result).Inc()
+			m.Commands.WithLabelValues(j.Command, result).Inc()
 			return n, err
 		},
 		Send: func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
@@ -253,6 +253,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers)+1)
 	wg.Go(func() { _ = dispatcher.Run(runCtx) })
+	wg.Go(func() { pruneSeen(runCtx, db, o.Now, log) })
 	for _, s := range servers {
 		wg.Go(func() {
 			if err := s.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -338,6 +339,24 @@ func reload(certs *tlsmgr.Manager, log *slog.Logger) {
 		return
 	}
 	log.Info("reloaded")
+}
+
+// pruneSeen forgets message ids older than store.SeenRetention, hourly.
+func pruneSeen(ctx context.Context, db *store.DB, now func() time.Time, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := db.PruneSeen(ctx, now().Add(-store.SeenRetention)); err != nil && ctx.Err() == nil {
+			log.Warn("store: prune seen message ids", slog.Any("err", err))
+		} else if n > 0 {
+			log.Debug("store: pruned seen message ids", slog.Int("count", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // watchdog pets systemd's watchdog every interval while the store answers.

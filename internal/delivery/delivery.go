@@ -24,9 +24,10 @@ const (
 // Options configure a Dispatcher. Store, Run and Send are required.
 type Options struct {
 	Store addon.Store
-	// Run answers a command. A non-nil error with a non-empty notification
-	// (a failed search) still sends that notification.
-	Run func(ctx context.Context, name, args string) (addon.Notification, error)
+	// Run answers the command of job j for the room of installation inst. A
+	// non-nil error with a non-empty notification (a failed search) still
+	// sends that notification.
+	Run func(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error)
 	// Send posts n to the room of the installation.
 	Send func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error
 	// RetryAfter returns how long to wait before retrying after err, and
@@ -213,7 +214,7 @@ func (d *Dispatcher) deliver(ctx context.Context, j addon.Job, room string) resu
 			n = *j.Reply
 		} else {
 			var runErr error
-			n, runErr = d.o.Run(ctx, j.Command, j.Args)
+			n, runErr = d.o.Run(ctx, inst, j)
 			if runErr != nil {
 				log.Warn("delivery: command failed", slog.String("command", j.Command), slog.Any("err", runErr))
 			}

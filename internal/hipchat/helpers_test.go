@@ -104,7 +104,7 @@ func (s *memStore) Enqueue(context.Context, addon.Job) (addon.Job, bool, error) 
 	return addon.Job{}, false, errNoJobs
 }
 func (s *memStore) Pending(context.Context, int) ([]addon.Job, error) { return nil, errNoJobs }
-func (s *memStore) Complete(context.Context, uint64) error           { return errNoJobs }
+func (s *memStore) Complete(context.Context, uint64) error            { return errNoJobs }
 
 // clock is a settable test clock.
 type clock struct {

@@ -89,6 +89,10 @@ func TestExtractAndVerify(t *testing.T) {
 			check: func(t *testing.T, inst addon.Installation, c hipchat.Claims) {
 				want := hipchat.Claims{Issuer: "room-inst", Subject: "1661743", RoomID: 100, UserTZ: "Europe/Berlin",
 					IssuedAt: now.Add(-10 * time.Second), ExpiresAt: now.Add(5 * time.Minute), ID: "jti-1"}
+				if !c.IssuedAt.Equal(want.IssuedAt) || !c.ExpiresAt.Equal(want.ExpiresAt) {
+					t.Errorf("times = %v, %v; want %v, %v", c.IssuedAt, c.ExpiresAt, want.IssuedAt, want.ExpiresAt)
+				}
+				c.IssuedAt, c.ExpiresAt = want.IssuedAt, want.ExpiresAt
 				if c != want {
 					t.Errorf("claims = %+v, want %+v", c, want)
 				}

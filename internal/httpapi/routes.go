@@ -18,8 +18,5 @@ func (s *server) routes() http.Handler {
 	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", s.requireJWT(s.uninstall))
 	handle("GET "+descriptor.PathUninstalled, "uninstalled", s.uninstalled)
 	handle("POST "+descriptor.PathWebhook+"{command}", "webhook", s.requireJWT(s.webhook))
-	mux.Handle("/", s.instrument("other", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, errorf(http.StatusNotFound, "not found"))
-	}))
 	return s.secure(mux)
 }

@@ -275,8 +275,16 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST "+PathRoom+"{id}/notification", s.handleNotification)
 	s.mux.HandleFunc("POST "+PathGlance+"{room_id}", s.handleGlance)
 	s.mux.HandleFunc("GET "+PathInstallable+"{oauthId}", s.handleInstallable)
+	// The same paths with any other method: 405 (a method pattern is more
+	// specific, so it wins for its method).
+	for _, p := range []string{PathCapabilities, PathToken, PathRoom + "{id}/notification",
+		PathGlance + "{room_id}", PathInstallable + "{oauthId}"} {
+		s.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			writeAPIError(w, http.StatusMethodNotAllowed, "Method not allowed")
+		})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeAPIError(w, http.StatusNotFound, "no such resource")
+		writeAPIError(w, http.StatusNotFound, "No such resource")
 	})
 }
 
@@ -364,8 +372,8 @@ func (s *Server) SetTokenExpiresIn(n int) {
 	s.expiresIn = n
 }
 
-// TokenRequests counts the token requests that named oauthID in their
-// basic auth, whether granted or not.
+// TokenRequests counts the POSTs to the token endpoint that named oauthID
+// in their basic auth, whether granted or not.
 func (s *Server) TokenRequests(oauthID string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,245 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/store"
+)
+
+func openStore(t *testing.T, ids ...string) *store.DB {
+	t.Helper()
+	db, err := store.Open(filepath.Join(t.TempDir(), "hipconnect.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Check(); err != nil {
+			t.Errorf("store check: %v", err)
+		}
+		_ = db.Close()
+	})
+	for _, id := range ids {
+		if err := db.PutInstallation(context.Background(), addon.Installation{OAuthID: id, OAuthSecret: "s", GroupID: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
+// recorder is a fake HipChat: Send records what reached each room, after
+// an optional per-call decision.
+type recorder struct {
+	mu    sync.Mutex
+	got   map[int64][]string
+	calls int
+	fail  func(call int, n addon.Notification) error
+	done  chan struct{}
+	want  int
+}
+
+func newRecorder(want int) *recorder {
+	return &recorder{got: map[int64][]string{}, done: make(chan struct{}), want: want}
+}
+
+func (r *recorder) send(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.fail != nil {
+		if err := r.fail(r.calls, n); err != nil {
+			return err
+		}
+	}
+	r.got[roomID] = append(r.got[roomID], n.Message)
+	total := 0
+	for _, v := range r.got {
+		total += len(v)
+	}
+	if total == r.want {
+		close(r.done)
+	}
+	return nil
+}
+
+func echo(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error) {
+	return addon.Notification{Message: j.Args}, nil
+}
+
+func enqueue(t *testing.T, db *store.DB, id string, room int64, msgs ...string) {
+	t.Helper()
+	for _, m := range msgs {
+		if _, _, err := db.Enqueue(context.Background(), addon.Job{OAuthID: id, RoomID: room, MessageID: m, Command: "echo", Args: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func start(t *testing.T, o Options) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := New(o)
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	d.Wake()
+	return func() { cancel(); <-done }
+}
+
+func waitFor(t *testing.T, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deliveries did not complete")
+	}
+}
+
+func TestOrderPerRoomAndRetries(t *testing.T) {
+	db := openStore(t, "a")
+	enqueue(t, db, "a", 1, "1-1", "1-2", "1-3", "1-4")
+	enqueue(t, db, "a", 2, "2-1", "2-2", "2-3")
+	rec := newRecorder(7)
+	// The first two attempts at "1-2" fail as if HipChat were down.
+	failed := 0
+	rec.fail = func(call int, n addon.Notification) error {
+		if n.Message == "1-2" && failed < 2 {
+			failed++
+			return addon.Errorf(addon.Unavailable, "hipchat down")
+		}
+		return nil
+	}
+	var retries atomic.Int64
+	stop := start(t, Options{Store: db, Run: echo, Send: rec.send, Workers: 4,
+		RetryAfter: func(err error, attempt int) (time.Duration, bool) { return time.Millisecond, true },
+		Observe: func(j addon.Job, outcome string, err error) {
+			if outcome == Retry {
+				retries.Add(1)
+			}
+		}})
+	waitFor(t, rec.done)
+	stop()
+	want := map[int64][]string{1: {"1-1", "1-2", "1-3", "1-4"}, 2: {"2-1", "2-2", "2-3"}}
+	for room, msgs := range want {
+		if got := rec.got[room]; len(got) != len(msgs) {
+			t.Errorf("room %d got %v, want %v", room, got, msgs)
+		} else {
+			for i := range msgs {
+				if got[i] != msgs[i] {
+					t.Errorf("room %d got %v, want %v (in order)", room, got, msgs)
+					break
+				}
+			}
+		}
+	}
+	if got := retries.Load(); got != 2 {
+		t.Errorf("retries observed = %d, want 2", got)
+	}
+	if left, _ := db.Pending(context.Background(), 0); len(left) != 0 {
+		t.Errorf("%d jobs left in the outbox", len(left))
+	}
+}
+
+func TestPermanentFailureDoesNotBlockTheRoom(t *testing.T) {
+	db := openStore(t, "a")
+	enqueue(t, db, "a", 1, "bad", "good")
+	rec := newRecorder(1)
+	rec.fail = func(call int, n addon.Notification) error {
+		if n.Message == "bad" {
+			return addon.Errorf(addon.Invalid, "hipchat: 400 message too long")
+		}
+		return nil
+	}
+	var dropped []string
+	var mu sync.Mutex
+	stop := start(t, Options{Store: db, Run: echo, Send: rec.send, Observe: func(j addon.Job, outcome string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if outcome == Dropped {
+			dropped = append(dropped, j.Args)
+		}
+	}})
+	waitFor(t, rec.done)
+	stop()
+	if len(dropped) != 1 || dropped[0] != "bad" || rec.got[1][0] != "good" {
+		t.Errorf("dropped %v, delivered %v", dropped, rec.got[1])
+	}
+}
+
+func TestReplyAndRemovedInstallation(t *testing.T) {
+	db := openStore(t, "a", "gone")
+	greeting := addon.Notification{Message: "installed"}
+	if _, _, err := db.Enqueue(context.Background(), addon.Job{OAuthID: "a", RoomID: 1, Reply: &greeting}); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, db, "gone", 2, "never")
+	if err := db.DeleteInstallation(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, db, "a", 1, "after")
+	rec := newRecorder(2)
+	stop := start(t, Options{Store: db, Send: rec.send,
+		Run: func(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error) {
+			if j.Reply != nil {
+				t.Error("Run called for a job with a prepared reply")
+			}
+			return echo(ctx, inst, j)
+		}})
+	waitFor(t, rec.done)
+	stop()
+	if got := rec.got[1]; len(got) != 2 || got[0] != "installed" || got[1] != "after" {
+		t.Errorf("room 1 got %v", got)
+	}
+	if len(rec.got[2]) != 0 {
+		t.Errorf("a removed installation's job was delivered")
+	}
+}
+
+func TestShutdownLeavesUndeliveredJobs(t *testing.T) {
+	db := openStore(t, "a")
+	enqueue(t, db, "a", 1, "slow", "next")
+	started := make(chan struct{})
+	send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+		close(started)
+		<-ctx.Done() // HipChat never answers
+		return addon.Wrap(addon.Unavailable, ctx.Err(), "hipchat: no answer")
+	}
+	stop := start(t, Options{Store: db, Run: echo, Send: send, Grace: 50 * time.Millisecond})
+	waitFor(t, started)
+	stop()
+	left, err := db.Pending(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 2 {
+		t.Errorf("%d jobs left after shutdown, want both", len(left))
+	}
+}
+
+func TestDefaultRetryAfter(t *testing.T) {
+	for _, tt := range []struct {
+		err   error
+		retry bool
+	}{
+		{addon.Errorf(addon.Unavailable, "down"), true},
+		{errors.New("connection refused"), true},
+		{addon.Errorf(addon.Invalid, "400"), false},
+		{addon.Errorf(addon.Unauthorized, "credentials refused"), false},
+		{addon.Errorf(addon.NotFound, "no installation"), false},
+	} {
+		if _, retry := DefaultRetryAfter(tt.err, 1); retry != tt.retry {
+			t.Errorf("DefaultRetryAfter(%v) retry = %v, want %v", tt.err, retry, tt.retry)
+		}
+	}
+	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 20: 5 * time.Minute} {
+		got := Backoff(attempt, time.Second, 5*time.Minute)
+		if got > want || got < want*4/5 {
+			t.Errorf("Backoff(%d) = %v, want within 20%% below %v", attempt, got, want)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/descriptor"
+	"github.com/hipconnect/hipconnect/internal/hipchat"
+	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
+	"github.com/hipconnect/hipconnect/internal/metrics"
+	"github.com/hipconnect/hipconnect/internal/store"
+)
+
+// newTestServer returns the public handler on a real bbolt store with one
+// room installation, and a JWT for it.
+func newTestServer(tb testing.TB) (http.Handler, *store.DB, string) {
+	tb.Helper()
+	db, err := store.Open(filepath.Join(tb.TempDir(), "hipconnect.db"), store.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = db.Close() })
+	inst := addon.Installation{OAuthID: "inst-1", OAuthSecret: "s3cret", GroupID: 1, RoomID: 100,
+		APIURL: "https://127.0.0.2/v2/", TokenURL: "https://127.0.0.2/v2/oauth/token", HipChatOrigin: "https://127.0.0.2"}
+	if err := db.PutInstallation(context.Background(), inst); err != nil {
+		tb.Fatal(err)
+	}
+	base, _ := url.Parse("https://addon.example")
+	desc, err := descriptor.Build(descriptor.Spec{BaseURL: base.String(), Key: "k", Name: "Blog Search",
+		Description: "d", Commands: []string{"echo"}, Scopes: []string{"send_notification"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := NewServer(Deps{
+		BaseURL: base, Descriptor: desc, Store: db, HipChat: &hipchat.Client{},
+		Verifier: &hipchat.Verifier{Store: db}, Commands: command.New(http.DefaultClient, "x", []command.Spec{{Name: "echo", Kind: command.KindEcho}}),
+		Wake: func() {}, Metrics: metrics.New("test", nil), Logger: slog.New(slog.DiscardHandler),
+		AllowHost: func(string) bool { return false }, MaxBodyBytes: 1 << 20,
+	})
+	now := time.Now()
+	tok, err := hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{Subject: "1", RoomID: 100,
+		IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h, db, tok
+}
+
+func webhookRequest(tok, msgID string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "https://addon.example/webhook/echo",
+		bytes.NewReader(hipchattest.RoomMessage("inst-1", 100, msgID, "/echo hello")))
+	r.Header.Set("Authorization", "JWT "+tok)
+	r.Header.Set("Content-Type", "application/json")
+	return r
+}
+
+// BenchmarkWebhook measures the webhook path as HipChat drives it: JWT
+// verification, installation lookup, parsing, and the durable enqueue
+// (bbolt batches concurrent commits into one fsync).
+func BenchmarkWebhook(b *testing.B) {
+	h, _, tok := newTestServer(b)
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, webhookRequest(tok, fmt.Sprint("m", n.Add(1))))
+			if w.Code != http.StatusNoContent {
+				b.Fatalf("status %d: %s", w.Code, w.Body)
+			}
+		}
+	})
+}
+
+func TestWebhookStatuses(t *testing.T) {
+	h, db, tok := newTestServer(t)
+	rows := []struct {
+		name string
+		req  func() *http.Request
+		want int
+	}{
+		{"accepted", func() *http.Request { return webhookRequest(tok, "a") }, http.StatusNoContent},
+		{"duplicate", func() *http.Request { return webhookRequest(tok, "a") }, http.StatusNoContent},
+		{"no jwt", func() *http.Request {
+			r := webhookRequest(tok, "b")
+			r.Header.Del("Authorization")
+			return r
+		}, http.StatusUnauthorized},
+		{"signed_request query", func() *http.Request {
+			r := webhookRequest(tok, "c")
+			r.Header.Del("Authorization")
+			r.URL.RawQuery = "signed_request=" + tok
+			return r
+		}, http.StatusNoContent},
+		{"unknown host", func() *http.Request {
+			r := webhookRequest(tok, "d")
+			r.Host = "evil.example"
+			return r
+		}, http.StatusMisdirectedRequest},
+		{"wrong method", func() *http.Request {
+			return httptest.NewRequest(http.MethodGet, "https://addon.example/webhook/echo", nil)
+		}, http.StatusMethodNotAllowed},
+		{"unknown command", func() *http.Request {
+			r := webhookRequest(tok, "e")
+			r.URL.Path = "/webhook/nope"
+			return r
+		}, http.StatusBadRequest},
+	}
+	for _, tt := range rows {
+		t.Run(tt.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, tt.req())
+			if w.Code != tt.want {
+				t.Errorf("status = %d, want %d (%s)", w.Code, tt.want, w.Body)
+			}
+			if w.Header().Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("security headers missing")
+			}
+		})
+	}
+	jobs, err := db.Pending(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 2 {
+		t.Errorf("%d jobs stored, want 2 (accepted and signed_request)", len(jobs))
+	}
+}
