@@ -24,11 +24,11 @@ PKG=$DIST/pkg
 # it in both, so:
 #   v1.2.0 -> 1.2.0          v1.2.0-3-gabc1234 -> 1.2.0+git3.abc1234
 #   v1.3.0-rc1 -> 1.3.0~rc1  abc1234 (no tag) -> 0.0.0~git<commits>.abc1234
-#   ...-dirty -> ....dirty
+#   v1.2.0-dirty -> 1.2.0+dirty   abc1234-dirty -> 0.0.0~git<commits>.abc1234.dirty
 package_version() {
 	local d dirty="" tag n sha v
 	d=$(git describe --tags --always --dirty 2>/dev/null) || { echo 0.0.0~nogit; return; }
-	case $d in *-dirty) dirty=.dirty d=${d%-dirty} ;; esac
+	case $d in *-dirty) dirty=1 d=${d%-dirty} ;; esac
 	if [[ $d =~ ^(.+)-([0-9]+)-g([0-9a-f]+)$ ]]; then
 		tag=${BASH_REMATCH[1]} n=${BASH_REMATCH[2]} sha=${BASH_REMATCH[3]}
 	elif [[ $d =~ ^[0-9a-f]{7,}$ ]] && ! git rev-parse -q --verify "refs/tags/$d" >/dev/null; then
@@ -44,7 +44,9 @@ package_version() {
 		v=${v//[^A-Za-z0-9.+~]/.}
 		[[ -n $n ]] && v="$v+git$n.$sha"
 	fi
-	[[ -z $dirty ]] || { [[ $v == *+* ]] && v="$v$dirty" || v="$v+${dirty#.}"; }
+	if [[ -n $dirty ]]; then
+		[[ -n $n ]] && v="$v.dirty" || v="$v+dirty"
+	fi
 	echo "$v"
 }
 VERSION=${VERSION:-$(package_version)}

@@ -102,8 +102,21 @@ type Store interface {
 	Enqueue(ctx context.Context, j Job) (Job, bool, error)
 	// Pending returns up to limit stored jobs in ID order.
 	Pending(ctx context.Context, limit int) ([]Job, error)
-	// Complete removes a delivered (or given-up) job.
+	// Complete removes a delivered job.
 	Complete(ctx context.Context, id uint64) error
+	// RecordAttempt stores a failed attempt at job id: Attempts is
+	// incremented and LastError set to reason.
+	RecordAttempt(ctx context.Context, id uint64, reason string) error
+	// Bury moves job id out of the outbox into the dead letters, with the
+	// reason it cannot be delivered. It no longer blocks its room.
+	Bury(ctx context.Context, id uint64, reason string) error
+}
+
+// DeadLetter is a job that could not be delivered for good.
+type DeadLetter struct {
+	Job    Job       `json:"job"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // Clock is the time source; tests inject their own.

@@ -65,6 +65,7 @@ func Default() Config {
 			Path:        "hipconnect.db",
 			KeyFile:     "",
 			OpenTimeout: 5 * time.Second,
+			MaxPending:  1000,
 		},
 		HipChat: HipChat{AllowedHosts: []string{}},
 		Outbound: Outbound{

@@ -52,6 +52,7 @@ type Storage struct {
 	Path        string        `koanf:"path"`
 	KeyFile     string        `koanf:"key_file"`     // secrets-at-rest key; "" = next to Path
 	OpenTimeout time.Duration `koanf:"open_timeout"` // wait for the file lock
+	MaxPending  int           `koanf:"max_pending"`  // commands waiting per installation before webhooks get 503
 }
 
 // HipChat describes the HipChat Server(s) hipconnect accepts installs from.

@@ -138,6 +138,7 @@ func (c *Config) Validate() error {
 		bad("storage.path", "must be set")
 	}
 	positive("storage.open_timeout", int64(c.Storage.OpenTimeout))
+	positive("storage.max_pending", int64(c.Storage.MaxPending))
 
 	// hipchat
 	for i, h := range c.HipChat.AllowedHosts {

@@ -32,6 +32,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/sdnotify"
 	"github.com/hipconnect/hipconnect/internal/store"
 	"github.com/hipconnect/hipconnect/internal/tlsmgr"
+	"github.com/hipconnect/hipconnect/internal/ui"
 )
 
 // Scopes are the HipChat API scopes hipconnect asks for.
@@ -49,13 +50,11 @@ type Options struct {
 
 // Descriptor returns the capability descriptor cfg describes.
 func Descriptor(cfg *config.Config) (descriptor.Descriptor, error) {
-	names := make([]string, len(cfg.Commands))
-	for i, c := range cfg.Commands {
-		names[i] = c.Name
-	}
+	names := commandNames(cfg)
 	return descriptor.Build(descriptor.Spec{
 		BaseURL: cfg.Server.BaseURL, Key: cfg.Addon.Key, Name: cfg.Addon.Name, Description: cfg.Addon.Description,
 		VendorName: cfg.Addon.VendorName, VendorURL: cfg.Addon.VendorURL, Commands: names, Scopes: Scopes,
+		UI: true,
 	})
 }
 
@@ -120,6 +119,30 @@ func OutboundClient(cfg *config.Config, allow *allowlist.List) (*http.Client, er
 	}
 	return outbound.New(outbound.Options{Allow: allow, RootCAs: roots, Proxy: proxy,
 		Timeout: cfg.Outbound.Timeout, MaxResponseBytes: cfg.Outbound.MaxResponseBytes}), nil
+}
+
+func commandNames(cfg *config.Config) []string {
+	names := make([]string, len(cfg.Commands))
+	for i, c := range cfg.Commands {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// uninstaller removes what the UI keeps for an installation together with
+// the installation itself.
+type uninstaller struct {
+	*store.DB
+	ui *ui.UI
+}
+
+// DeleteInstallation removes the installation, everything the store keeps
+// for it, and its UI settings and history.
+func (u uninstaller) DeleteInstallation(ctx context.Context, oauthID string) error {
+	if err := u.DB.DeleteInstallation(ctx, oauthID); err != nil {
+		return err
+	}
+	return u.ui.Forget(ctx, oauthID)
 }
 
 // Commands converts the configured commands.
@@ -188,10 +211,31 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	hc := &hipchat.Client{HTTP: client, Allowed: allow.AllowHost, UserAgent: "hipconnect/" + o.Version, Now: o.Now}
 	tokens := hipchat.NewTokens(hc, db, Scopes, time.Minute)
 	runner := command.New(client, cfg.Addon.Name, Commands(cfg))
-	dispatcher := delivery.New(delivery.Options{
+	verifier := &hipchat.Verifier{Store: db, Now: o.Now}
+	var dispatcher *delivery.Dispatcher
+	pages := ui.New(ui.Deps{
+		Store: db, KV: db.KV("ui"), Verifier: verifier, Commands: runner, CommandNames: commandNames(cfg),
+		// "Post to room" from the dialog goes through the outbox like
+		// every reply: durable, paced and retried.
+		Post: func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+			_, _, err := db.Enqueue(ctx, addon.Job{OAuthID: inst.OAuthID, RoomID: roomID, Reply: &n, Received: o.Now().UTC()})
+			if err == nil {
+				dispatcher.Wake()
+			}
+			return err
+		},
+		PushGlance: func(ctx context.Context, inst addon.Installation, roomID int64, g hipchat.Glance) error {
+			return tokens.Do(ctx, inst, func(tok string) error {
+				return hc.UpdateGlance(ctx, inst, tok, roomID, []hipchat.Glance{g})
+			})
+		},
+		GlanceKey: desc.Capabilities.Glance[0].Key, Logger: log, Now: o.Now,
+	})
+	st := uninstaller{DB: db, ui: pages}
+	dispatcher = delivery.New(delivery.Options{
 		Store: db,
 		Run: func(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error) {
-			n, err := runner.Run(ctx, j.Command, j.Args)
+			n, err := pages.RunCommand(ctx, inst, j.RoomID, j.Command, j.Args)
 			result := "ok"
 			if err != nil {
 				result = "error"
@@ -210,14 +254,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 				m.Delivery.Observe(o.Now().Sub(j.Received).Seconds())
 			}
 		},
-		Grace:  cfg.Server.ShutdownGrace,
-		Logger: log,
-		Now:    o.Now,
+		RetryAfter: func(err error, attempt int) (time.Duration, bool) { return retryAfter(err, attempt, o.Now()) },
+		Grace:      cfg.Server.ShutdownGrace,
+		Logger:     log,
+		Now:        o.Now,
 	})
 
 	public := httpapi.NewServer(httpapi.Deps{
-		BaseURL: base, Descriptor: desc, Store: db, HipChat: hc,
-		Verifier: &hipchat.Verifier{Store: db, Now: o.Now},
+		BaseURL: base, Descriptor: desc, Store: st, HipChat: hc, Verifier: verifier,
+		UI: pages.Handler(), UIPaths: ui.Paths(),
 		Commands: runner, Wake: dispatcher.Wake, Metrics: m, Logger: log,
 		AllowHost: allow.AllowHost, MaxBodyBytes: cfg.Server.MaxBodyBytes, Now: o.Now,
 	})
@@ -225,7 +270,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	ops := httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: db.Ping, Pprof: cfg.Server.Pprof,
 		Ready: func() bool { return ready.Load() && (cfg.TLS.Mode == tlsmgr.ModeOff || certs.Leaf() != nil) }})
 
-	admin := httpapi.NewAdmin(httpapi.AdminDeps{Store: db, Backup: db.Backup, CAPEM: certs.CAPEM})
+	admin := httpapi.NewAdmin(httpapi.AdminDeps{Store: st, Outbox: db, Backup: db.Backup, CAPEM: certs.CAPEM})
 
 	servers, err := listen(cfg, public, ops, certs, base, log)
 	if err != nil {
@@ -341,6 +386,32 @@ func reload(certs *tlsmgr.Manager, log *slog.Logger) {
 	log.Info("reloaded")
 }
 
+// Bounds of the wait a 429 from HipChat can impose on a room: at least a
+// second, and at most maxRateLimitWait whatever its headers say, so that a
+// bogus header cannot park a room for a day.
+const (
+	minRateLimitWait = time.Second
+	maxRateLimitWait = 15 * time.Minute
+)
+
+// retryAfter decides whether and when a failed delivery is tried again: a
+// 429 waits as long as HipChat asked (clamped), other passing failures back
+// off exponentially, permanent ones are not retried.
+func retryAfter(err error, attempt int, now time.Time) (time.Duration, bool) {
+	var rl *hipchat.RateLimitError
+	if errors.As(err, &rl) {
+		wait := rl.RetryAfter
+		if wait <= 0 && !rl.Reset.IsZero() {
+			wait = rl.Reset.Sub(now)
+		}
+		if wait <= 0 {
+			wait = delivery.Backoff(attempt, minRateLimitWait, maxRateLimitWait)
+		}
+		return min(max(wait, minRateLimitWait), maxRateLimitWait), true
+	}
+	return delivery.DefaultRetryAfter(err, attempt)
+}
+
 // pruneSeen forgets message ids older than store.SeenRetention, hourly.
 func pruneSeen(ctx context.Context, db *store.DB, now func() time.Time, log *slog.Logger) {
 	t := time.NewTicker(time.Hour)
@@ -397,9 +468,12 @@ func (s server) serve() error {
 // listen opens every configured listener; an error closes those opened.
 func listen(cfg *config.Config, public, ops http.Handler, certs *tlsmgr.Manager, base *url.URL, log *slog.Logger) ([]server, error) {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	// The header is part of the request: it gets no longer than the whole
+	// request may take (and at most 5 s, so slow clients let go early).
+	readHeaderTimeout := min(5*time.Second, cfg.Server.ReadTimeout)
 	newServer := func(h http.Handler, tc *tls.Config) *http.Server {
 		return &http.Server{Handler: h, TLSConfig: tc, ErrorLog: errLog,
-			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: cfg.Server.ReadTimeout,
+			ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: cfg.Server.ReadTimeout,
 			WriteTimeout: cfg.Server.WriteTimeout, IdleTimeout: cfg.Server.IdleTimeout, MaxHeaderBytes: 32 << 10}
 	}
 	var out []server
@@ -454,6 +528,7 @@ func listenAdmin(path string, h http.Handler, log *slog.Logger) (server, error) 
 // redirectHandler sends plain-HTTP requests to the same path under base.
 func redirectHandler(base *url.URL) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.SecurityHeaders(w.Header())
 		target := *base
 		target.Path = base.Path + r.URL.Path
 		target.RawQuery = r.URL.RawQuery

@@ -5,7 +5,6 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -18,7 +17,8 @@ import (
 const (
 	Delivered = "delivered" // the reply reached HipChat; the job is gone
 	Retry     = "retry"     // a passing failure; the job stays and is retried later
-	Dropped   = "dropped"   // a permanent failure, or the installation is gone
+	Dead      = "dead"      // a permanent failure; the job moved to the dead letters
+	Dropped   = "dropped"   // the installation is gone, and with it the job
 )
 
 // Options configure a Dispatcher. Store, Run and Send are required.
@@ -37,10 +37,14 @@ type Options struct {
 	RetryAfter func(err error, attempt int) (time.Duration, bool)
 	// Observe, when set, is told the outcome of every attempt.
 	Observe func(j addon.Job, outcome string, err error)
-	Workers int           // concurrent deliveries; default 8
-	Grace   time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// RoomLimit and TokenLimit pace deliveries under HipChat's limits;
+	// zero values mean RoomLimit and TokenLimit, N < 0 no pacing.
+	RoomLimit  Limit
+	TokenLimit Limit
+	Workers    int           // concurrent deliveries; default 8
+	Grace      time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Dispatcher delivers stored jobs. Jobs of one room (one installation and
@@ -67,6 +71,12 @@ func New(o Options) *Dispatcher {
 	}
 	if o.RetryAfter == nil {
 		o.RetryAfter = DefaultRetryAfter
+	}
+	if o.RoomLimit.N == 0 {
+		o.RoomLimit = RoomLimit
+	}
+	if o.TokenLimit.N == 0 {
+		o.TokenLimit = TokenLimit
 	}
 	return &Dispatcher{o: o, wake: make(chan struct{}, 1)}
 }
@@ -116,13 +126,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	done := make(chan result)
 	busy := map[string]bool{}           // rooms with a delivery in flight
 	notBefore := map[uint64]time.Time{} // jobs waiting for a retry
-	attempts := map[uint64]int{}        // failed attempts so far, per job
+	pace := newPacer()
+	forget := time.NewTicker(max(d.o.RoomLimit.Per, d.o.TokenLimit.Per))
+	defer forget.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	inflight := 0
 
 	for {
-		next := d.schedule(work, done, busy, notBefore, attempts, &inflight)
+		next := d.schedule(work, done, busy, notBefore, pace, &inflight)
 		if !next.IsZero() {
 			timer.Reset(max(next.Sub(d.o.Now()), time.Millisecond))
 		}
@@ -132,14 +144,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-d.wake:
 		case <-timer.C:
+		case <-forget.C:
+			pace.forget(d.o.Now(), max(d.o.RoomLimit.Per, d.o.TokenLimit.Per))
 		case r := <-done:
 			inflight--
 			delete(busy, r.room)
 			if r.outcome == Retry {
-				attempts[r.job.ID]++
 				notBefore[r.job.ID] = d.o.Now().Add(r.wait)
 			} else {
-				delete(attempts, r.job.ID)
 				delete(notBefore, r.job.ID)
 			}
 		}
@@ -163,9 +175,10 @@ func (d *Dispatcher) drain(done chan result, inflight int, cancel context.Cancel
 }
 
 // schedule starts deliveries for the first stored job of every idle room
-// whose retry time has come, and returns the earliest pending retry time.
+// whose retry time has come and whose room and token are under HipChat's
+// limits, and returns the earliest time a waiting job may go.
 func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[string]bool,
-	notBefore map[uint64]time.Time, attempts map[uint64]int, inflight *int) time.Time {
+	notBefore map[uint64]time.Time, pace *pacer, inflight *int) time.Time {
 	if *inflight >= d.o.Workers {
 		return time.Time{}
 	}
@@ -186,13 +199,18 @@ func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[
 		if busy[room] {
 			continue
 		}
-		if t, ok := notBefore[j.ID]; ok && now.Before(t) {
-			if next.IsZero() || t.Before(next) {
-				next = t
+		at, ok := notBefore[j.ID]
+		if !ok || !now.Before(at) {
+			at = now.Add(max(pace.wait(room, d.o.RoomLimit, now), pace.wait(j.OAuthID, d.o.TokenLimit, now)))
+		}
+		if now.Before(at) {
+			if next.IsZero() || at.Before(next) {
+				next = at
 			}
 			continue
 		}
-		j.Attempts = attempts[j.ID]
+		pace.take(room, d.o.RoomLimit, now)
+		pace.take(j.OAuthID, d.o.TokenLimit, now)
 		busy[room] = true
 		*inflight++
 		go func() { done <- d.deliver(ctx, j, room) }()
@@ -203,50 +221,68 @@ func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[
 	return next
 }
 
-// deliver makes one attempt at job j.
+// deliver makes one attempt at job j and records its outcome in the store.
 func (d *Dispatcher) deliver(ctx context.Context, j addon.Job, room string) result {
 	log := d.o.Logger.With(slog.Uint64("job", j.ID), slog.String("oauth_id", j.OAuthID), slog.Int64("room", j.RoomID))
-	r := result{job: j, room: room}
+	r := result{job: j, room: room, outcome: Delivered}
 	inst, err := d.o.Store.Installation(ctx, j.OAuthID)
-	if err == nil {
-		var n addon.Notification
-		if j.Reply != nil {
-			n = *j.Reply
-		} else {
-			var runErr error
-			n, runErr = d.o.Run(ctx, inst, j)
-			if runErr != nil {
-				log.Warn("delivery: command failed", slog.String("command", j.Command), slog.Any("err", runErr))
-			}
-			if n.Message == "" {
-				err = runErr
-			}
+	if addon.IsNotFound(err) {
+		r.outcome = Dropped
+	} else if err == nil {
+		err = d.attempt(ctx, inst, j, log)
+	}
+	store := context.WithoutCancel(ctx) // record the outcome even while shutting down
+	var serr error
+	switch {
+	case r.outcome == Dropped:
+		log.Info("delivery: installation gone, job dropped")
+		if serr = d.o.Store.Complete(store, j.ID); addon.IsNotFound(serr) {
+			serr = nil
 		}
-		if err == nil {
-			err = d.o.Send(ctx, inst, j.RoomID, n)
+	case err == nil:
+		serr = d.o.Store.Complete(store, j.ID)
+	default:
+		wait, retry := d.o.RetryAfter(err, j.Attempts+1)
+		if retry || ctx.Err() != nil {
+			r.outcome, r.wait = Retry, wait
+			if ctx.Err() == nil {
+				log.Warn("delivery: will retry", slog.Int("attempt", j.Attempts+1), slog.Duration("in", wait), slog.Any("err", err))
+			}
+			serr = d.o.Store.RecordAttempt(store, j.ID, err.Error())
+		} else {
+			r.outcome = Dead
+			log.Error("delivery: undeliverable, moved to dead letters", slog.Int("attempt", j.Attempts+1), slog.Any("err", err))
+			serr = d.o.Store.Bury(store, j.ID, err.Error())
 		}
 	}
-	r.outcome = Delivered
-	if err != nil {
-		wait, retry := d.o.RetryAfter(err, j.Attempts+1)
-		if retry && ctx.Err() == nil {
-			r.outcome, r.wait = Retry, wait
-			log.Warn("delivery: will retry", slog.Int("attempt", j.Attempts+1), slog.Duration("in", wait), slog.Any("err", err))
-		} else if retry {
-			r.outcome = Retry // shutting down: leave it stored
-		} else {
-			r.outcome = Dropped
-			log.Error("delivery: giving up", slog.Int("attempt", j.Attempts+1), slog.Any("err", err))
+	if serr != nil && !addon.IsNotFound(serr) { // NotFound: uninstalled meanwhile
+		log.Error("delivery: record outcome", slog.String("outcome", r.outcome), slog.Any("err", serr))
+		if r.outcome != Retry {
+			// The job is still stored: it will be tried again, which may
+			// send its reply twice (at-least-once), but never loses it.
+			r.outcome, r.wait = Retry, time.Second
 		}
 	}
 	if d.o.Observe != nil {
 		d.o.Observe(j, r.outcome, err)
 	}
-	if r.outcome != Retry {
-		if cerr := d.o.Store.Complete(context.WithoutCancel(ctx), j.ID); cerr != nil && !errors.Is(cerr, context.Canceled) && !addon.IsNotFound(cerr) {
-			log.Error("delivery: remove delivered job", slog.Any("err", cerr))
-			r.outcome, r.wait = Retry, time.Second // try again rather than lose track
+	return r
+}
+
+// attempt runs j's command (or takes its prepared reply) and sends it.
+func (d *Dispatcher) attempt(ctx context.Context, inst addon.Installation, j addon.Job, log *slog.Logger) error {
+	var n addon.Notification
+	if j.Reply != nil {
+		n = *j.Reply
+	} else {
+		var err error
+		n, err = d.o.Run(ctx, inst, j)
+		if err != nil {
+			log.Warn("delivery: command failed", slog.String("command", j.Command), slog.Any("err", err))
+			if n.Message == "" {
+				return err
+			}
 		}
 	}
-	return r
+	return d.o.Send(ctx, inst, j.RoomID, n)
 }

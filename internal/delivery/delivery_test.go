@@ -160,7 +160,7 @@ func TestPermanentFailureDoesNotBlockTheRoom(t *testing.T) {
 	stop := start(t, Options{Store: db, Run: echo, Send: rec.send, Observe: func(j addon.Job, outcome string, err error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if outcome == Dropped {
+		if outcome == Dead {
 			dropped = append(dropped, j.Args)
 		}
 	}})

@@ -23,6 +23,11 @@ type Spec struct {
 	VendorURL   string
 	Commands    []string // slash command names, one room_message webhook each
 	Scopes      []string
+	// UI declares the HipChat UI surfaces that internal/ui serves: a glance
+	// (queryUrl PathGlance) opening a sidebar web panel (PathSidebar), a
+	// search dialog (PathDialog) and a configuration page (PathConfigure).
+	// Their keys come from [GlanceKey], [WebPanelKey] and [DialogKey].
+	UI bool
 }
 
 // Descriptor is the capability descriptor.
@@ -52,6 +57,12 @@ type Capabilities struct {
 	HipchatAPIConsumer APIConsumer `json:"hipchatApiConsumer"`
 	Installable        Installable `json:"installable"`
 	Webhook            []Webhook   `json:"webhook,omitempty"`
+	Glance             []Glance    `json:"glance,omitempty"`
+	WebPanel           []WebPanel  `json:"webPanel,omitempty"`
+	Dialog             []Dialog    `json:"dialog,omitempty"`
+	// Configurable is the configuration page HipChat shows to the admins
+	// of the installation (room admins for a room install).
+	Configurable *Configurable `json:"configurable,omitempty"`
 }
 
 // APIConsumer declares the REST API scopes the add-on uses.
@@ -78,6 +89,61 @@ type Webhook struct {
 	Authentication string `json:"authentication"`
 }
 
+// Text is a display string of the descriptor ("name", "title"): Value is
+// 1 to 100 characters, I18n an optional localisation key.
+type Text struct {
+	Value string `json:"value"`
+	I18n  string `json:"i18n,omitempty"`
+}
+
+// Icon is an image in two resolutions; HipChat's schema requires both.
+type Icon struct {
+	URL   string `json:"url"`
+	URL2x string `json:"url@2x"`
+}
+
+// Glance is a glance in HipChat's sidebar: a line of text (and a lozenge)
+// that HipChat fetches from QueryURL and the add-on updates through the
+// REST API. Target is the key of the web panel or dialog it opens.
+type Glance struct {
+	Key      string `json:"key"`
+	Name     Text   `json:"name"`
+	QueryURL string `json:"queryUrl,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Icon     Icon   `json:"icon"`
+}
+
+// WebPanel is a page HipChat shows in an iframe in its sidebar.
+type WebPanel struct {
+	Key            string `json:"key"`
+	Name           Text   `json:"name"`
+	URL            string `json:"url"`
+	Location       string `json:"location"`
+	Icon           *Icon  `json:"icon,omitempty"`
+	Authentication string `json:"authentication,omitempty"`
+}
+
+// Dialog is a page HipChat opens in a modal dialog.
+type Dialog struct {
+	Key            string        `json:"key"`
+	Title          Text          `json:"title"`
+	URL            string        `json:"url"`
+	Options        DialogOptions `json:"options"`
+	Authentication string        `json:"authentication,omitempty"`
+}
+
+// DialogOptions are a dialog's options; the defaults suit hipconnect, so
+// it is written as {}.
+type DialogOptions struct {
+	Size string `json:"size,omitempty"` // small, medium, large, xlarge
+}
+
+// Configurable is the add-on's configuration page.
+type Configurable struct {
+	URL            string `json:"url"`
+	Authentication string `json:"authentication,omitempty"`
+}
+
 // Paths under the base URL that the descriptor points HipChat at; the HTTP
 // routes use the same constants.
 const (
@@ -85,7 +151,49 @@ const (
 	PathInstallable = "/installable"
 	PathUninstalled = "/uninstalled"
 	PathWebhook     = "/webhook/" // + command name
+
+	PathGlance    = "/glance"    // glance queryUrl
+	PathSidebar   = "/sidebar"   // web panel
+	PathDialog    = "/dialog"    // search dialog
+	PathConfigure = "/configure" // configuration page
+	PathStatic    = "/static/"   // embedded assets
+	PathIcon      = PathStatic + "icon.png"
+	PathIcon2x    = PathStatic + "icon@2x.png"
 )
+
+// LocationSidebar is the only web panel location HipChat's schema knows.
+const LocationSidebar = "hipchat.sidebar.right"
+
+// uiKeyStem is the part of an add-on key the UI keys start with: its last
+// dot-separated part ("com.example.blogsearch" gives "blogsearch"), reduced
+// to [a-zA-Z0-9_-] and to 32 characters so that stem+"-sidebar" fits the
+// schema's 40; "hipconnect" when nothing is left.
+func uiKeyStem(addonKey string) string {
+	last := addonKey[strings.LastIndex(addonKey, ".")+1:]
+	stem := strings.Map(func(r rune) rune {
+		if r < 128 && (r == '_' || r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return r
+		}
+		return -1
+	}, last)
+	if len(stem) > 32 {
+		stem = stem[:32]
+	}
+	if stem == "" {
+		stem = "hipconnect"
+	}
+	return stem
+}
+
+// GlanceKey is the key of the glance Build declares for addonKey, e.g.
+// "blogsearch-glance"; glance updates must name it.
+func GlanceKey(addonKey string) string { return uiKeyStem(addonKey) + "-glance" }
+
+// WebPanelKey is the key of the sidebar web panel Build declares.
+func WebPanelKey(addonKey string) string { return uiKeyStem(addonKey) + "-sidebar" }
+
+// DialogKey is the key of the search dialog Build declares.
+func DialogKey(addonKey string) string { return uiKeyStem(addonKey) + "-dialog" }
 
 // Build returns the descriptor for s, already validated.
 func Build(s Spec) (Descriptor, error) {
@@ -107,6 +215,16 @@ func Build(s Spec) (Descriptor, error) {
 			Key: c, Event: "room_message", Pattern: `^/` + regexp.QuoteMeta(c) + `(\s|$)`,
 			URL: base + PathWebhook + c, Name: c, Authentication: "jwt",
 		})
+	}
+	if s.UI {
+		caps := &d.Capabilities
+		panel := WebPanelKey(s.Key)
+		caps.Glance = []Glance{{Key: GlanceKey(s.Key), Name: Text{Value: s.Name}, QueryURL: base + PathGlance,
+			Target: panel, Icon: Icon{URL: base + PathIcon, URL2x: base + PathIcon2x}}}
+		caps.WebPanel = []WebPanel{{Key: panel, Name: Text{Value: s.Name}, URL: base + PathSidebar,
+			Location: LocationSidebar, Icon: &Icon{URL: base + PathIcon, URL2x: base + PathIcon2x}, Authentication: "jwt"}}
+		caps.Dialog = []Dialog{{Key: DialogKey(s.Key), Title: Text{Value: s.Name}, URL: base + PathDialog, Authentication: "jwt"}}
+		caps.Configurable = &Configurable{URL: base + PathConfigure, Authentication: "jwt"}
 	}
 	return d, Validate(d)
 }
@@ -172,7 +290,79 @@ func Validate(d Descriptor) error {
 			bad("webhook %q: pattern: %v", w.Key, err)
 		}
 	}
+	validateUI(d.Capabilities, checkURL, bad)
 	return errors.Join(errs...)
+}
+
+// validateUI checks the glance, webPanel, dialog and configurable entries
+// as HipChat's schema does (PROTOCOL.md section 1): keys 1 to 40 characters
+// of [a-zA-Z0-9_.-], unique among these entries; display texts 1 to 100
+// characters; a glance needs key, name and an icon with url and url@2x; a
+// web panel key, name, url and location hipchat.sidebar.right; a dialog
+// key, title and url; the configuration page a url. A glance's target must
+// name one of the descriptor's web panels or dialogs.
+func validateUI(c Capabilities, checkURL func(what, u string), bad func(format string, args ...any)) {
+	seen := map[string]bool{}
+	key := func(what, k string) {
+		if !keyRe.MatchString(k) || seen[k] {
+			bad("%s key %q must be unique and 1 to 40 characters of [a-zA-Z0-9_.-]", what, k)
+		}
+		seen[k] = true
+	}
+	text := func(what, k, field string, t Text) {
+		if n := len([]rune(t.Value)); n < 1 || n > 100 {
+			bad("%s %q: %s.value must be 1 to 100 characters", what, k, field)
+		}
+	}
+	icon := func(what, k string, i Icon) {
+		if i.URL == "" || i.URL2x == "" {
+			bad("%s %q: icon needs url and url@2x", what, k)
+			return
+		}
+		checkURL(what+" icon url", i.URL)
+		checkURL(what+" icon url@2x", i.URL2x)
+	}
+	auth := func(what, k, a string) {
+		if a != "" && a != "jwt" && a != "none" {
+			bad("%s %q: authentication must be jwt or none", what, k)
+		}
+	}
+	targets := map[string]bool{}
+	for _, p := range c.WebPanel {
+		key("webPanel", p.Key)
+		text("webPanel", p.Key, "name", p.Name)
+		checkURL("webPanel url", p.URL)
+		if p.Location != LocationSidebar {
+			bad("webPanel %q: location must be %s", p.Key, LocationSidebar)
+		}
+		if p.Icon != nil {
+			icon("webPanel", p.Key, *p.Icon)
+		}
+		auth("webPanel", p.Key, p.Authentication)
+		targets[p.Key] = true
+	}
+	for _, g := range c.Dialog {
+		key("dialog", g.Key)
+		text("dialog", g.Key, "title", g.Title)
+		checkURL("dialog url", g.URL)
+		auth("dialog", g.Key, g.Authentication)
+		targets[g.Key] = true
+	}
+	for _, g := range c.Glance {
+		key("glance", g.Key)
+		text("glance", g.Key, "name", g.Name)
+		icon("glance", g.Key, g.Icon)
+		if g.QueryURL != "" {
+			checkURL("glance queryUrl", g.QueryURL)
+		}
+		if g.Target != "" && !targets[g.Target] {
+			bad("glance %q: target %q is not a webPanel or dialog key", g.Key, g.Target)
+		}
+	}
+	if c.Configurable != nil {
+		checkURL("configurable url", c.Configurable.URL)
+		auth("configurable", "configurable", c.Configurable.Authentication)
+	}
 }
 
 // JSON returns the descriptor as indented JSON.

@@ -2,7 +2,6 @@ package hipchat_test
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"strings"
 	"sync"
@@ -14,9 +13,11 @@ import (
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
 )
 
-// memStore is an in-memory addon.Store: installations and tokens in maps,
-// jobs unsupported (this package does not use them).
+// memStore is an in-memory addon.Store: installations and tokens in maps.
+// The embedded nil Store stands for the methods this package never calls
+// (jobs): calling one panics, and the fake keeps up with the interface.
 type memStore struct {
+	addon.Store
 	mu     sync.Mutex
 	insts  map[string]addon.Installation
 	tokens map[string]addon.Token
@@ -97,14 +98,6 @@ func (s *memStore) DeleteToken(_ context.Context, oauthID string) error {
 	delete(s.tokens, oauthID)
 	return nil
 }
-
-var errNoJobs = errors.New("memStore keeps no jobs")
-
-func (s *memStore) Enqueue(context.Context, addon.Job) (addon.Job, bool, error) {
-	return addon.Job{}, false, errNoJobs
-}
-func (s *memStore) Pending(context.Context, int) ([]addon.Job, error) { return nil, errNoJobs }
-func (s *memStore) Complete(context.Context, uint64) error            { return errNoJobs }
 
 // clock is a settable test clock.
 type clock struct {

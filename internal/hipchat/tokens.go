@@ -20,15 +20,26 @@ const DefaultTokenMargin = 60 * time.Second
 // not fail the others waiting for the same token.
 const fetchTimeout = time.Minute
 
-// Tokens hands out access tokens per installation, cached in an
-// addon.Store so that they survive restarts (PROTOCOL.md section 4). A
-// stored token is reused while addon.Token.Valid(now, margin) holds and it
-// covers the requested scopes; otherwise HipChat is asked, and concurrent
-// Gets for one installation share that one request. Tokens is safe for
-// concurrent use.
+// TokenStore is the part of addon.Store that Tokens uses; any addon.Store
+// is one. Token returns an error of kind addon.NotFound when nothing is
+// stored.
+type TokenStore interface {
+	PutToken(ctx context.Context, oauthID string, t addon.Token) error
+	Token(ctx context.Context, oauthID string) (addon.Token, error)
+	DeleteToken(ctx context.Context, oauthID string) error
+}
+
+var _ TokenStore = addon.Store(nil)
+
+// Tokens hands out access tokens per installation, cached in a TokenStore
+// (the daemon's addon.Store) so that they survive restarts (PROTOCOL.md
+// section 4). A stored token is reused while addon.Token.Valid(now, margin)
+// holds and it covers the requested scopes; otherwise HipChat is asked, and
+// concurrent Gets for one installation share that one request. Tokens is
+// safe for concurrent use.
 type Tokens struct {
 	c      *Client
-	st     addon.Store
+	st     TokenStore
 	scopes []string // sorted, without duplicates
 	margin time.Duration
 
@@ -50,7 +61,7 @@ type flight struct {
 // NewTokens returns a token cache that asks HipChat through c for tokens
 // with the given scopes and keeps them in st. margin <= 0 means
 // DefaultTokenMargin.
-func NewTokens(c *Client, st addon.Store, scopes []string, margin time.Duration) *Tokens {
+func NewTokens(c *Client, st TokenStore, scopes []string, margin time.Duration) *Tokens {
 	if margin <= 0 {
 		margin = DefaultTokenMargin
 	}

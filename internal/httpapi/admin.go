@@ -5,13 +5,23 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 )
 
+// Outbox is the operator's view of the outbox and its dead letters.
+type Outbox interface {
+	Pending(ctx context.Context, limit int) ([]addon.Job, error)
+	DeadLetters(ctx context.Context) ([]addon.DeadLetter, error)
+	RetryDead(ctx context.Context, id uint64) (addon.Job, error)
+	DropDead(ctx context.Context, id uint64) error
+}
+
 // AdminDeps are what the admin handler needs.
 type AdminDeps struct {
 	Store  addon.Store
+	Outbox Outbox
 	Backup func(w io.Writer) (int64, error) // hot backup of the whole store
 	CAPEM  func() ([]byte, error)           // the self-signed CA, if any
 }
@@ -23,6 +33,9 @@ type AdminDeps struct {
 //	GET    /installations        list (secrets never included)
 //	GET    /installations/{id}   one
 //	DELETE /installations/{id}   remove it and everything stored for it
+//	GET    /outbox               pending jobs and dead letters
+//	POST   /outbox/dead/{id}     move a dead letter back into the outbox
+//	DELETE /outbox/dead/{id}     drop a dead letter
 //	GET    /backup               a consistent copy of the store
 //	GET    /tls/ca               the self-signed CA certificate (PEM)
 func NewAdmin(d AdminDeps) http.Handler {
@@ -58,6 +71,45 @@ func NewAdmin(d AdminDeps) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("GET /outbox", func(w http.ResponseWriter, r *http.Request) {
+		pending, err := d.Outbox.Pending(r.Context(), 0)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		dead, err := d.Outbox.DeadLetters(r.Context())
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, OutboxView{Pending: pending, Dead: dead})
+	})
+	deadID := func(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+		if err != nil {
+			fail(w, errorf(http.StatusBadRequest, "job id must be a number"))
+		}
+		return id, err == nil
+	}
+	mux.HandleFunc("POST /outbox/dead/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := deadID(w, r); ok {
+			j, err := d.Outbox.RetryDead(r.Context(), id)
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, j)
+		}
+	})
+	mux.HandleFunc("DELETE /outbox/dead/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := deadID(w, r); ok {
+			if err := d.Outbox.DropDead(r.Context(), id); err != nil {
+				fail(w, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
 	mux.HandleFunc("GET /backup", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = d.Backup(w) // a failure cuts the stream short; the client checks the copy
@@ -74,12 +126,19 @@ func NewAdmin(d AdminDeps) http.Handler {
 	return mux
 }
 
+// OutboxView is what GET /outbox answers.
+type OutboxView struct {
+	Pending []addon.Job        `json:"pending"`
+	Dead    []addon.DeadLetter `json:"dead"`
+}
+
 // AdminClient talks to a running daemon's admin socket.
 type AdminClient struct {
 	HTTP *http.Client // dials the socket
 }
 
-// Get fetches path and decodes JSON into v (v nil: copy the body to w).
+// Do sends method path and decodes a JSON answer into v, or, with v nil,
+// copies the body to w (if not nil).
 func (c AdminClient) Do(ctx context.Context, method, path string, v any, w io.Writer) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://hipconnect"+path, nil)
 	if err != nil {

@@ -18,10 +18,8 @@ func (s *server) secure(next http.Handler) http.Handler {
 	port := s.BaseURL.Port()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		SecurityHeaders(h)
 		h.Set("Cache-Control", "no-store")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 		if s.BaseURL.Scheme == "https" {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
@@ -32,6 +30,14 @@ func (s *server) secure(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// SecurityHeaders sets the headers every response of the daemon's public
+// listeners carries, whatever its handler (the redirect listener's too).
+func SecurityHeaders(h http.Header) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 }
 
 // hostMatches reports whether a Host header names the base URL's host (with

@@ -18,5 +18,8 @@ func (s *server) routes() http.Handler {
 	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", s.requireJWT(s.uninstall))
 	handle("GET "+descriptor.PathUninstalled, "uninstalled", s.uninstalled)
 	handle("POST "+descriptor.PathWebhook+"{command}", "webhook", s.requireJWT(s.webhook))
+	for _, p := range s.UIPaths {
+		mux.Handle(p, s.instrument("ui", s.UI.ServeHTTP))
+	}
 	return s.secure(mux)
 }

@@ -33,7 +33,10 @@ type Deps struct {
 	// guards the uninstall redirect.
 	AllowHost    func(host string) bool
 	MaxBodyBytes int64
-	Now          func() time.Time // optional, time.Now
+	// UI serves the pages, glance and their API on the patterns UIPaths.
+	UI      http.Handler
+	UIPaths []string
+	Now     func() time.Time // optional, time.Now
 }
 
 type server struct {

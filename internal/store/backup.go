@@ -55,13 +55,18 @@ func (d *DB) BackupFile(path string) error {
 	return nil
 }
 
-// Check runs bbolt's consistency check over the whole file and returns the
-// first problems found, joined, or nil. It runs in a write transaction (the
-// check is only safe alongside writers that way), so writers wait for it.
+// Check runs bbolt's consistency check over the whole file and, if that
+// passes, checks that the pending-job counters match the jobs. It returns
+// the first problems found, joined, or nil. It runs in a write transaction
+// (the check is only safe alongside writers that way), so writers wait for
+// it.
 func (d *DB) Check() error {
 	var errs []error
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		errs = checkTx(tx)
+		if len(errs) == 0 {
+			errs = checkPendingCounts(tx)
+		}
 		return nil
 	})
 	if err != nil {
@@ -81,6 +86,44 @@ func checkTx(tx *bolt.Tx) []error {
 		if len(errs) < maxCheckErrors {
 			errs = append(errs, err)
 		}
+	}
+	return errs
+}
+
+// checkPendingCounts compares the pending_counts bucket with a count of the
+// jobs bucket.
+func checkPendingCounts(tx *bolt.Tx) []error {
+	counts := bucket(tx, bucketPendingCounts)
+	if counts == nil {
+		return []error{fmt.Errorf("bucket %s missing", bucketPendingCounts)}
+	}
+	want, err := countJobs(tx)
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	add := func(err error) {
+		if len(errs) < maxCheckErrors {
+			errs = append(errs, err)
+		}
+	}
+	err = counts.ForEach(func(k, v []byte) error {
+		n, err := pendingCount(tx, string(k))
+		if err != nil {
+			add(err)
+			return nil
+		}
+		if n != want[string(k)] {
+			add(fmt.Errorf("pending counter of installation %q is %d, but it has %d jobs", k, n, want[string(k)]))
+		}
+		delete(want, string(k))
+		return nil
+	})
+	if err != nil {
+		return []error{err}
+	}
+	for id, n := range want {
+		add(fmt.Errorf("installation %q has %d jobs but no pending counter", id, n))
 	}
 	return errs
 }

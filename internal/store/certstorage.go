@@ -179,7 +179,7 @@ func (s *certStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, 
 	err := s.kv.d.view(ctx, "certmagic stat", func(tx *bolt.Tx) error {
 		b := s.kv.bucket(tx)
 		if v, mod, ok := kvGet(b, key); ok {
-			ki = certmagic.KeyInfo{Key: key, Modified: mod, Size: int64(len(v)), IsTerminal: true}
+			ki = certmagic.KeyInfo{Key: key, Modified: mod, Size: s.kv.size(key, v), IsTerminal: true}
 			return nil
 		}
 		if isDir(b, key) {

@@ -13,10 +13,13 @@ import (
 
 // PutInstallation creates or replaces the installation with inst.OAuthID.
 // An empty OAuthID, or one containing a NUL byte, is Invalid. The write is
-// on disk when it returns nil.
+// on disk when it returns nil. With a key, OAuthSecret is stored encrypted.
 func (d *DB) PutInstallation(ctx context.Context, inst addon.Installation) error {
 	if err := checkOAuthID(inst.OAuthID); err != nil {
 		return err
+	}
+	if d.sealer != nil {
+		inst = d.sealer.sealInstallation(inst)
 	}
 	data, err := json.Marshal(inst)
 	if err != nil {
@@ -28,7 +31,7 @@ func (d *DB) PutInstallation(ctx context.Context, inst addon.Installation) error
 }
 
 // Installation returns the installation with the given OAuthID, or a
-// NotFound error.
+// NotFound error. A secret that does not decrypt is an ErrWrongKey error.
 func (d *DB) Installation(ctx context.Context, oauthID string) (addon.Installation, error) {
 	var inst addon.Installation
 	err := d.view(ctx, "installation", func(tx *bolt.Tx) error {
@@ -38,28 +41,51 @@ func (d *DB) Installation(ctx context.Context, oauthID string) (addon.Installati
 		}
 		return decode(v, &inst)
 	})
-	return inst, err
+	if err != nil {
+		return addon.Installation{}, err
+	}
+	// Decrypt outside the transaction: it needs nothing from the file.
+	if d.sealer != nil {
+		if err := d.sealer.openInstallation(oauthID, &inst); err != nil {
+			return addon.Installation{}, err
+		}
+	}
+	return inst, nil
 }
 
 // Installations returns every installation, ordered by OAuthID (byte order).
 func (d *DB) Installations(ctx context.Context) ([]addon.Installation, error) {
-	var all []addon.Installation
+	var (
+		all  []addon.Installation
+		keys []string
+	)
 	err := d.view(ctx, "installations", func(tx *bolt.Tx) error {
-		return bucket(tx, bucketInstallations).ForEach(func(_, v []byte) error {
+		return bucket(tx, bucketInstallations).ForEach(func(k, v []byte) error {
 			var inst addon.Installation
 			if err := decode(v, &inst); err != nil {
 				return err
 			}
 			all = append(all, inst)
+			keys = append(keys, string(k))
 			return ctx.Err()
 		})
 	})
-	return all, err
+	if err != nil {
+		return nil, err
+	}
+	if d.sealer != nil {
+		for i := range all {
+			if err := d.sealer.openInstallation(keys[i], &all[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return all, nil
 }
 
 // DeleteInstallation removes the installation, its token, its pending jobs
-// and its seen message ids in one transaction. Deleting an absent
-// installation returns NotFound.
+// (and their counter), its dead letters and its seen message ids in one
+// transaction. Deleting an absent installation returns NotFound.
 func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 	return d.update(ctx, "delete installation", func(tx *bolt.Tx) error {
 		id := []byte(oauthID)
@@ -97,6 +123,34 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 				return err
 			}
 		}
+		if err := bucket(tx, bucketPendingCounts).Delete(id); err != nil {
+			return err
+		}
+
+		dead := bucket(tx, bucketDead)
+		var deadKeys [][]byte
+		err = dead.ForEach(func(k, v []byte) error {
+			var dl struct {
+				Job struct {
+					OAuthID string `json:"oauthId"`
+				} `json:"job"`
+			}
+			if err := json.Unmarshal(v, &dl); err != nil {
+				return fmt.Errorf("dead letter %x: %w", k, err)
+			}
+			if dl.Job.OAuthID == oauthID {
+				deadKeys = append(deadKeys, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range deadKeys {
+			if err := dead.Delete(k); err != nil {
+				return err
+			}
+		}
 
 		// Seen keys start with oauthID "\x00".
 		seen := bucket(tx, bucketSeen)
@@ -117,8 +171,11 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 
 // PutToken stores the access token of an installation. It returns NotFound
 // if the installation does not exist (it was deleted meanwhile), so no token
-// outlives its installation.
+// outlives its installation. With a key, AccessToken is stored encrypted.
 func (d *DB) PutToken(ctx context.Context, oauthID string, t addon.Token) error {
+	if d.sealer != nil {
+		t = d.sealer.sealToken(oauthID, t)
+	}
 	data, err := json.Marshal(t)
 	if err != nil {
 		return fmt.Errorf("store: put token: %w", err)
@@ -133,6 +190,7 @@ func (d *DB) PutToken(ctx context.Context, oauthID string, t addon.Token) error 
 }
 
 // Token returns the stored access token of an installation, or NotFound.
+// A token that does not decrypt is an ErrWrongKey error.
 func (d *DB) Token(ctx context.Context, oauthID string) (addon.Token, error) {
 	var t addon.Token
 	err := d.view(ctx, "token", func(tx *bolt.Tx) error {
@@ -142,7 +200,15 @@ func (d *DB) Token(ctx context.Context, oauthID string) (addon.Token, error) {
 		}
 		return decode(v, &t)
 	})
-	return t, err
+	if err != nil {
+		return addon.Token{}, err
+	}
+	if d.sealer != nil {
+		if err := d.sealer.openToken(oauthID, &t); err != nil {
+			return addon.Token{}, err
+		}
+	}
+	return t, nil
 }
 
 // DeleteToken forgets the stored token of an installation. It returns

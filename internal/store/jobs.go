@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -41,7 +42,10 @@ func seenKey(oauthID, messageID string) []byte {
 // is still pending, or else j with the first job's ID.
 //
 // The installation must exist (NotFound otherwise), so a job cannot outlive
-// a concurrent DeleteInstallation. Enqueue is durable when it returns nil:
+// a concurrent DeleteInstallation. With Options.MaxPendingPerInstallation, a
+// new job for an installation that already has that many pending jobs is
+// refused with an Unavailable error and nothing is stored; a duplicate is
+// still answered (not new, no error). Enqueue is durable when it returns nil:
 // concurrent calls share one transaction and one fsync (bolt's Batch), which
 // costs a single caller up to bolt's MaxBatchDelay (10ms) of latency.
 func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
@@ -61,10 +65,11 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		out       addon.Job
 		isNew     bool
 		noInstall bool
+		full      uint64 // pending count when refused for a full outbox
 	)
 	err := d.batch(ctx, "enqueue", func(tx *bolt.Tx) error {
 		// Batch may run this more than once: start from scratch each time.
-		out, isNew, noInstall = addon.Job{}, false, false
+		out, isNew, noInstall, full = addon.Job{}, false, false, 0
 
 		if bucket(tx, bucketInstallations).Get([]byte(j.OAuthID)) == nil {
 			noInstall = true
@@ -91,6 +96,16 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 			}
 		}
 
+		// Batched callers share this transaction, so the count includes
+		// the jobs they added before: the bound holds however many race.
+		n, err := pendingCount(tx, j.OAuthID)
+		if err != nil {
+			return err
+		}
+		if d.maxPending > 0 && n >= uint64(d.maxPending) {
+			full = n
+			return nil
+		}
 		id, err := jobs.NextSequence()
 		if err != nil {
 			return err
@@ -102,6 +117,9 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 			return err
 		}
 		if err := jobs.Put(u64(id), data); err != nil {
+			return err
+		}
+		if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
 			return err
 		}
 		if sk != nil {
@@ -121,8 +139,15 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		return addon.Job{}, false, err
 	case noInstall:
 		return addon.Job{}, false, addon.Errorf(addon.NotFound, "installation %q not found", j.OAuthID)
+	case full > 0:
+		return addon.Job{}, false, errFull(j.OAuthID, full)
 	}
 	return out, isNew, nil
+}
+
+// errFull is the error for an installation whose outbox is at its bound.
+func errFull(oauthID string, pending uint64) error {
+	return addon.Errorf(addon.Unavailable, "store: outbox of installation %s is full (%d pending)", oauthID, pending)
 }
 
 // Pending returns up to limit stored jobs in ID order; limit <= 0 means all.
@@ -142,22 +167,30 @@ func (d *DB) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
 	return out, err
 }
 
-// Complete removes a delivered (or given-up) job. It returns NotFound if no
-// job has that ID (already completed, or its installation was deleted);
-// callers may ignore that. The job's seen message id stays, so a late
-// duplicate delivery is still dropped. Durable when it returns nil; batched
-// like Enqueue.
+// Complete removes a delivered (or given-up) job and frees its slot in its
+// installation's outbox. It returns NotFound if no job has that ID (already
+// completed or buried, or its installation was deleted); callers may ignore
+// that. The job's seen message id stays, so a late duplicate delivery is
+// still dropped. Durable when it returns nil; batched like Enqueue.
 func (d *DB) Complete(ctx context.Context, id uint64) error {
 	var missing bool
 	err := d.batch(ctx, "complete", func(tx *bolt.Tx) error {
 		missing = false
 		jobs := bucket(tx, bucketJobs)
 		k := u64(id)
-		if jobs.Get(k) == nil {
+		v := jobs.Get(k)
+		if v == nil {
 			missing = true
 			return nil
 		}
-		return jobs.Delete(k)
+		owner, err := jobOwner(v)
+		if err != nil {
+			return fmt.Errorf("job %d: %w", id, err)
+		}
+		if err := jobs.Delete(k); err != nil {
+			return err
+		}
+		return addPending(tx, owner, -1)
 	})
 	if err != nil {
 		return err
@@ -166,6 +199,110 @@ func (d *DB) Complete(ctx context.Context, id uint64) error {
 		return addon.Errorf(addon.NotFound, "job %d not found", id)
 	}
 	return nil
+}
+
+// PendingFor returns how many jobs of the installation are pending (in the
+// outbox, not dead), from its counter: no scan. An unknown installation has
+// none.
+func (d *DB) PendingFor(ctx context.Context, oauthID string) (int, error) {
+	var n uint64
+	err := d.view(ctx, "pending for", func(tx *bolt.Tx) error {
+		var err error
+		n, err = pendingCount(tx, oauthID)
+		return err
+	})
+	return int(n), err
+}
+
+// jobOwner returns the OAuthID of a stored job without decoding the rest.
+func jobOwner(v []byte) (string, error) {
+	var j struct {
+		OAuthID string `json:"oauthId"`
+	}
+	if err := json.Unmarshal(v, &j); err != nil {
+		return "", err
+	}
+	return j.OAuthID, nil
+}
+
+// pendingCount reads the pending-job counter of an installation; an absent
+// counter is zero.
+func pendingCount(tx *bolt.Tx, oauthID string) (uint64, error) {
+	v := bucket(tx, bucketPendingCounts).Get([]byte(oauthID))
+	if v == nil {
+		return 0, nil
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("pending counter of installation %q: malformed (%d bytes)", oauthID, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// setPendingCount stores a counter; zero removes it, so the bucket holds
+// only installations with pending jobs.
+func setPendingCount(tx *bolt.Tx, oauthID string, n uint64) error {
+	b := bucket(tx, bucketPendingCounts)
+	if n == 0 {
+		return b.Delete([]byte(oauthID))
+	}
+	return b.Put([]byte(oauthID), u64(n))
+}
+
+// addPending adds delta (+1 or -1) to a counter. It stops at zero rather
+// than fail a delivery: a counter below its jobs only loosens the bound, and
+// Check reports any drift.
+func addPending(tx *bolt.Tx, oauthID string, delta int) error {
+	n, err := pendingCount(tx, oauthID)
+	if err != nil {
+		return err
+	}
+	if delta < 0 && n < uint64(-delta) {
+		return setPendingCount(tx, oauthID, 0)
+	}
+	return setPendingCount(tx, oauthID, uint64(int64(n)+int64(delta)))
+}
+
+// rebuildPendingCounts (re)creates the counter bucket from the jobs bucket
+// and returns the number of installations with pending jobs.
+func rebuildPendingCounts(tx *bolt.Tx) (int, error) {
+	counts, err := countJobs(tx)
+	if err != nil {
+		return 0, err
+	}
+	if bucket(tx, bucketPendingCounts) != nil {
+		if err := tx.DeleteBucket([]byte(bucketPendingCounts)); err != nil {
+			return 0, err
+		}
+	}
+	b, err := tx.CreateBucket([]byte(bucketPendingCounts))
+	if err != nil {
+		return 0, err
+	}
+	for id, n := range counts {
+		if err := b.Put([]byte(id), u64(n)); err != nil {
+			return 0, err
+		}
+	}
+	return len(counts), nil
+}
+
+// countJobs counts the jobs of each installation by scanning the jobs
+// bucket (which must exist).
+func countJobs(tx *bolt.Tx) (map[string]uint64, error) {
+	counts := make(map[string]uint64)
+	jobs := bucket(tx, bucketJobs)
+	if jobs == nil {
+		return counts, nil
+	}
+	err := jobs.ForEach(func(k, v []byte) error {
+		owner, err := jobOwner(v)
+		if err != nil {
+			return fmt.Errorf("job %x: %w", k, err)
+		}
+		counts[owner]++
+		return nil
+	})
+	return counts, err
 }
 
 // PruneSeen forgets the seen message ids recorded before olderThan, and

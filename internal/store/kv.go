@@ -17,6 +17,10 @@ import (
 // with its modified time. A *KV is safe for concurrent use; writes are on
 // disk when they return nil. Its not-found errors are of kind NotFound and
 // also satisfy errors.Is(err, fs.ErrNotExist).
+//
+// With a key, the values of keys ending in ".key" in CertMagicNamespace
+// (private keys) are stored encrypted; Get decrypts them and Stat reports
+// their plaintext size.
 type KV struct {
 	d         *DB
 	namespace string
@@ -40,7 +44,13 @@ func (kv *KV) notFound(key string) error {
 	return addon.Wrap(addon.NotFound, fs.ErrNotExist, fmt.Sprintf("key %q not found in %s", key, kv.namespace))
 }
 
-// Get returns a copy of the value at key, or NotFound.
+// secret reports whether the value at key is stored encrypted.
+func (kv *KV) secret(key string) bool {
+	return kv.d.sealer != nil && kvSecret(kv.namespace, key)
+}
+
+// Get returns a copy of the value at key, or NotFound. A secret value that
+// does not decrypt is an ErrWrongKey error.
 func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
 	var val []byte
 	err := kv.d.view(ctx, "kv get", func(tx *bolt.Tx) error {
@@ -54,7 +64,20 @@ func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
 		}
 		return nil
 	})
-	return val, err
+	if err != nil {
+		return nil, err
+	}
+	if kv.secret(key) {
+		plain, err := kv.d.sealer.open(aad(string(kv.bucketName()), key), string(val))
+		if err != nil {
+			return nil, fmt.Errorf("store: decrypt %s %q: %w", kv.namespace, key, err)
+		}
+		if plain == nil {
+			plain = []byte{}
+		}
+		return plain, nil
+	}
+	return val, nil
 }
 
 // Put stores val at key with the store's current time as modified time,
@@ -63,9 +86,10 @@ func (kv *KV) Put(ctx context.Context, key string, val []byte) error {
 	if key == "" {
 		return addon.Errorf(addon.Invalid, "empty key")
 	}
-	rec := make([]byte, kvHeader+len(val))
-	binary.BigEndian.PutUint64(rec, uint64(kv.d.now().UnixNano()))
-	copy(rec[kvHeader:], val)
+	if kv.secret(key) {
+		val = []byte(kv.d.sealer.seal(aad(string(kv.bucketName()), key), val))
+	}
+	rec := kvRecord(kv.d.now(), val)
 	return kv.d.update(ctx, "kv put", func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(kv.bucketName())
 		if err != nil {
@@ -112,10 +136,19 @@ func (kv *KV) Stat(ctx context.Context, key string) (size int64, modified time.T
 		if !ok {
 			return kv.notFound(key)
 		}
-		size, modified = int64(len(v)), mod
+		size, modified = kv.size(key, v), mod
 		return nil
 	})
 	return size, modified, err
+}
+
+// size is the size of the value v stored at key: its plaintext size if it
+// is encrypted.
+func (kv *KV) size(key string, v []byte) int64 {
+	if kv.secret(key) && isSealed(v) {
+		return int64(kv.d.sealer.sealedLen(v))
+	}
+	return int64(len(v))
 }
 
 // kvGet returns the value (still inside the transaction) and modified time

@@ -3,14 +3,24 @@
 // key/value area (certmagic's certificates among them) and a schema version,
 // all in one bbolt file.
 //
-// Layout of the file (top-level buckets):
+// Layout of the file (top-level buckets), schema version 2:
 //
 //	meta           "schema_version" -> 8-byte big-endian version
+//	               "secrets"        -> key check (present iff secrets are encrypted)
+//	               "compact"        -> present while a compaction is owed
 //	installations  oauthId -> JSON addon.Installation
 //	tokens         oauthId -> JSON addon.Token
-//	jobs           8-byte big-endian job id -> JSON addon.Job
+//	jobs           8-byte big-endian job id -> JSON addon.Job (the outbox)
+//	dead           8-byte big-endian job id -> JSON addon.DeadLetter
+//	pending_counts oauthId -> 8-byte big-endian number of its jobs in "jobs"
 //	seen           oauthId "\x00" messageId -> JSON {"job":id,"at":time}
 //	kv/<namespace> key -> 8-byte big-endian modified time (Unix ns) || value
+//
+// Schema 1 had neither "dead" nor "pending_counts"; Open migrates it.
+//
+// With Options.Key, secrets are stored encrypted (see secrets.go): the
+// oauthSecret of an installation, the accessToken of a token and the values
+// of certmagic keys ending in ".key". Everything else is plaintext.
 //
 // A *DB is safe for concurrent use. A nil error from a write means the
 // transaction was committed and fsynced. The file is locked (flock) while
@@ -34,7 +44,7 @@ import (
 
 // SchemaVersion is the version of the file layout this code reads and writes.
 // Open refuses a file with a newer version and migrates an older one.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -46,17 +56,22 @@ const (
 	bucketInstallations = "installations"
 	bucketTokens        = "tokens"
 	bucketJobs          = "jobs"
+	bucketDead          = "dead"
+	bucketPendingCounts = "pending_counts"
 	bucketSeen          = "seen"
 
 	keySchemaVersion = "schema_version"
+	keySecrets       = "secrets" // key check; its presence means "encrypted"
+	keyCompact       = "compact" // a compaction is owed (after encrypting in place)
 )
 
 // kvBucketPrefix starts the name of every KV namespace bucket.
 const kvBucketPrefix = "kv/"
 
-// dataBuckets are created by Open (meta is handled with the version).
+// dataBuckets are created by Open (meta is handled with the version, and
+// pending_counts is built from jobs when missing).
 func dataBuckets() []string {
-	return []string{bucketInstallations, bucketTokens, bucketJobs, bucketSeen}
+	return []string{bucketInstallations, bucketTokens, bucketJobs, bucketDead, bucketSeen}
 }
 
 // bucket returns the named top-level bucket; Open created all of them.
@@ -67,29 +82,46 @@ type Options struct {
 	// Timeout is how long Open waits for the file lock held by another
 	// process; zero means DefaultTimeout. bbolt itself would wait forever.
 	Timeout time.Duration
-	// Now is the clock for seen-message times and KV modified times;
-	// nil means time.Now.
+	// Now is the clock for seen-message times, dead-letter times and KV
+	// modified times; nil means time.Now.
 	Now func() time.Time
+	// Key, when set, is the KeySize-byte AES-256-GCM key the secrets are
+	// encrypted with (see LoadOrCreateKey). Open with a key encrypts the
+	// secrets of a file written without one, in place; Open without a key
+	// refuses a file whose secrets are encrypted (ErrKeyRequired), and Open
+	// with another key than theirs fails with ErrWrongKey.
+	Key []byte
+	// MaxPendingPerInstallation bounds the outbox: Enqueue (and RetryDead)
+	// of a new job for an installation that already has this many pending
+	// jobs fails with an Unavailable error. Zero means unlimited.
+	MaxPendingPerInstallation int
 }
 
 // DB is an open hipconnect store. Every method is safe for concurrent use.
 type DB struct {
-	db       *bolt.DB
-	path     string
-	now      func() time.Time
-	warnings []string
-	certs    *certStorage
+	db         *bolt.DB
+	path       string
+	now        func() time.Time
+	sealer     *sealer // nil without Options.Key
+	maxPending int
+	warnings   []string
+	certs      *certStorage
 }
 
 var _ addon.Store = (*DB)(nil)
 
 // Open opens (creating if missing) the store at path. It creates the parent
-// directory (mode 0700) if needed, creates the file with mode 0600 and
-// tightens an existing file that group or others could read (reported by
-// Warnings). It waits at most o.Timeout for a lock held by another process
-// and then fails with an error saying the file is in use. It refuses a file
-// written by a newer schema version, and a bbolt file that is not a
-// hipconnect store.
+// directory (mode 0700) if needed and the file with mode 0600, and refuses an
+// existing file that group or others may access (see CheckPrivate). It waits
+// at most o.Timeout for a lock held by another process and then fails with an
+// error saying the file is in use. It refuses a file written by a newer
+// schema version, and a bbolt file that is not a hipconnect store; it
+// migrates an older schema.
+//
+// With o.Key it encrypts, in the same transaction, any secret still stored in
+// plaintext, then rewrites the file (compaction) so the plaintext does not
+// linger in its free pages; Warnings reports what it did. Without o.Key it
+// refuses a file whose secrets are encrypted.
 func Open(path string, o Options) (*DB, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
@@ -97,23 +129,25 @@ func Open(path string, o Options) (*DB, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	d := &DB{path: path, now: o.Now}
+	if o.MaxPendingPerInstallation < 0 {
+		return nil, fmt.Errorf("store: open: negative MaxPendingPerInstallation %d", o.MaxPendingPerInstallation)
+	}
+	d := &DB{path: path, now: o.Now, maxPending: o.MaxPendingPerInstallation}
+	if o.Key != nil {
+		s, err := newSealer(o.Key)
+		if err != nil {
+			return nil, fmt.Errorf("store: open: %w", err)
+		}
+		d.sealer = s
+	}
 
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
-	fi, err := os.Stat(path)
-	switch {
+	switch _, err := os.Stat(path); {
 	case err == nil:
-		if !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("store: open: %s is not a regular file", path)
-		}
-		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			if err := os.Chmod(path, 0o600); err != nil {
-				return nil, fmt.Errorf("store: open: tighten mode %04o of %s: %w", perm, path, err)
-			}
-			d.warnings = append(d.warnings,
-				fmt.Sprintf("%s had mode %04o (readable by others); changed to 0600", path, perm))
+		if err := CheckPrivate(path); err != nil {
+			return nil, err
 		}
 	case errors.Is(err, fs.ErrNotExist):
 	default:
@@ -131,25 +165,49 @@ func Open(path string, o Options) (*DB, error) {
 	d.db = bdb
 	d.certs = newCertStorage(d.KV(CertMagicNamespace))
 
+	var compact bool
 	if err := bdb.Update(func(tx *bolt.Tx) (err error) {
 		defer recoverDamage(&err)
-		return initSchema(tx)
+		notes, err := initSchema(tx, d.sealer)
+		if err != nil {
+			return err
+		}
+		d.warnings = append(d.warnings, notes...)
+		compact = bucket(tx, bucketMeta).Get([]byte(keyCompact)) != nil
+		return nil
 	}); err != nil {
 		_ = bdb.Close()
+		switch {
+		case errors.Is(err, ErrKeyRequired):
+			return nil, fmt.Errorf("store: %w: %s holds encrypted secrets", ErrKeyRequired, path)
+		case errors.Is(err, ErrWrongKey):
+			return nil, fmt.Errorf("store: open: %s: the key is not the one its secrets were encrypted with: %w", path, err)
+		}
 		return nil, fmt.Errorf("store: open: %s: %w", path, err)
+	}
+	if compact {
+		if err := d.compactInPlace(o.Timeout); err != nil {
+			_ = d.db.Close()
+			return nil, fmt.Errorf("store: open: %s: compact after encrypting secrets: %w", path, err)
+		}
+		d.warnings = append(d.warnings, fmt.Sprintf(
+			"%s was rewritten (compacted) so no plaintext secret stays in its free pages; "+
+				"backups made before hold the secrets in plaintext: replace them", path))
 	}
 	return d, nil
 }
 
 // initSchema checks the schema version, runs migrations from older versions,
-// creates all buckets and records SchemaVersion, in one transaction.
-func initSchema(tx *bolt.Tx) error {
+// creates all buckets, rebuilds missing pending counters, records
+// SchemaVersion and settles the secrets (see settleSecrets), in one
+// transaction. It returns notes for Warnings.
+func initSchema(tx *bolt.Tx, s *sealer) ([]string, error) {
 	v, err := schemaVersion(tx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if v > SchemaVersion {
-		return fmt.Errorf("schema version %d is newer than this hipconnect understands (%d): upgrade hipconnect or restore an older backup",
+		return nil, fmt.Errorf("schema version %d is newer than this hipconnect understands (%d): upgrade hipconnect or restore an older backup",
 			v, SchemaVersion)
 	}
 	if v == 0 {
@@ -160,38 +218,75 @@ func initSchema(tx *bolt.Tx) error {
 			return nil
 		})
 		if len(foreign) > 0 {
-			return fmt.Errorf("not a hipconnect store (buckets %q but no schema version)", foreign)
+			return nil, fmt.Errorf("not a hipconnect store (buckets %q but no schema version)", foreign)
 		}
 	}
+	var notes []string
 	for from := v; from != 0 && from < SchemaVersion; from++ {
-		if err := migrate(tx, from); err != nil {
-			return fmt.Errorf("migrate schema %d to %d: %w", from, from+1, err)
+		note, err := migrate(tx, from)
+		if err != nil {
+			return nil, fmt.Errorf("migrate schema %d to %d: %w", from, from+1, err)
 		}
+		notes = append(notes, note)
 	}
 	meta, err := tx.CreateBucketIfNotExists([]byte(bucketMeta))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, name := range dataBuckets() {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
-			return fmt.Errorf("create bucket %s: %w", name, err)
+			return nil, fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	if bucket(tx, bucketPendingCounts) == nil {
+		n, err := rebuildPendingCounts(tx)
+		if err != nil {
+			return nil, err
+		}
+		if v != 0 {
+			notes = append(notes, fmt.Sprintf("rebuilt the pending-job counters of %d installations", n))
 		}
 	}
 	if v != SchemaVersion {
-		return meta.Put([]byte(keySchemaVersion), u64(SchemaVersion))
+		if err := meta.Put([]byte(keySchemaVersion), u64(SchemaVersion)); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	note, err := settleSecrets(tx, s)
+	if err != nil {
+		return nil, err
+	}
+	if note != "" {
+		notes = append(notes, note)
+	}
+	return notes, nil
 }
 
-// migrate upgrades the file from schema version from to from+1. Each future
-// layout change adds a case here; a case must be safe to run on a file that
-// is exactly at version from.
-func migrate(tx *bolt.Tx, from uint64) error {
+// migrate upgrades the file from schema version from to from+1 and returns
+// a note for Warnings. Each layout change adds a case here; a case must be
+// safe to run on a file that is exactly at version from. Encrypting secrets
+// is not a schema step: it depends on the key, not on the version, and
+// initSchema does it in the same transaction after the migrations.
+func migrate(tx *bolt.Tx, from uint64) (string, error) {
 	switch from {
-	// case 1: return migrate1to2(tx)
+	case 1:
+		return migrate1to2(tx)
 	default:
-		return fmt.Errorf("no migration from schema version %d", from)
+		return "", fmt.Errorf("no migration from schema version %d", from)
 	}
+}
+
+// migrate1to2 adds the dead letters and the per-installation counters of
+// pending jobs (built from the jobs bucket).
+func migrate1to2(tx *bolt.Tx) (string, error) {
+	if _, err := tx.CreateBucketIfNotExists([]byte(bucketDead)); err != nil {
+		return "", err
+	}
+	n, err := rebuildPendingCounts(tx)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("migrated schema 1 to 2: added dead letters, counted the pending jobs of %d installations", n), nil
 }
 
 // schemaVersion reads the recorded version; 0 means none is recorded.
@@ -213,8 +308,8 @@ func schemaVersion(tx *bolt.Tx) (uint64, error) {
 // Path returns the file the store was opened from.
 func (d *DB) Path() string { return d.path }
 
-// Warnings returns what Open fixed on its way (such as a file mode that let
-// others read the file), for the caller to log.
+// Warnings returns what Open did on its way (a schema migration, secrets
+// encrypted in place, the file compacted), for the caller to log.
 func (d *DB) Warnings() []string {
 	return append([]string(nil), d.warnings...)
 }
@@ -268,8 +363,13 @@ type Stats struct {
 	// OldestPending is the Received time of the lowest-ID pending job, zero
 	// if none is pending.
 	OldestPending time.Time
+	// DeadLetters counts the jobs buried for good (see Bury); PendingJobs
+	// and DeadLetters are the counts per state of a job.
+	DeadLetters int
 	// SeenMessages counts remembered (oauthId, messageId) pairs; see PruneSeen.
 	SeenMessages int
+	// SecretsEncrypted reports whether secrets are stored encrypted.
+	SecretsEncrypted bool
 	// SizeBytes is the size of the data file as this transaction sees it.
 	SizeBytes int64
 }
@@ -281,6 +381,8 @@ func (d *DB) Stats(ctx context.Context) (Stats, error) {
 		s.Installations = bucket(tx, bucketInstallations).Stats().KeyN
 		s.Tokens = bucket(tx, bucketTokens).Stats().KeyN
 		s.SeenMessages = bucket(tx, bucketSeen).Stats().KeyN
+		s.DeadLetters = bucket(tx, bucketDead).Stats().KeyN
+		s.SecretsEncrypted = bucket(tx, bucketMeta).Get([]byte(keySecrets)) != nil
 		jobs := bucket(tx, bucketJobs)
 		s.PendingJobs = jobs.Stats().KeyN
 		if _, v := jobs.Cursor().First(); v != nil {

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,7 +101,7 @@ func TestOpenCreatesDirAndMode(t *testing.T) {
 	}
 }
 
-func TestOpenTightensMode(t *testing.T) {
+func TestOpenRefusesOpenMode(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hipconnect.db")
 	d, err := Open(path, Options{})
 	if err != nil {
@@ -108,19 +110,46 @@ func TestOpenTightensMode(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(path, 0o644); err != nil {
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		d, err = Open(path, Options{})
+		if err == nil {
+			d.Close()
+			t.Fatalf("Open of a %04o file succeeded, want refusal", mode)
+		}
+		want := fmt.Sprintf("store: %s is readable by group or others (mode %04o): chmod 0600", path, mode)
+		if err.Error() != want {
+			t.Errorf("err = %q, want %q", err, want)
+		}
+		if err := CheckPrivate(path); err == nil || err.Error() != want {
+			t.Errorf("CheckPrivate = %v, want %q", err, want)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != mode {
+			t.Errorf("mode after refused Open = %04o, want it untouched (%04o)", got, mode)
+		}
+	}
+
+	if err := os.Chmod(path, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if err := CheckPrivate(path); err != nil {
+		t.Errorf("CheckPrivate of a 0600 file: %v", err)
 	}
 	d = openPath(t, path, Options{})
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
+	if w := d.Warnings(); len(w) != 0 {
+		t.Errorf("Warnings = %q, want none", w)
 	}
-	if got := fi.Mode().Perm(); got != 0o600 {
-		t.Errorf("mode after reopen = %04o, want 0600", got)
+	if err := CheckPrivate(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("CheckPrivate of a directory = %v, want refusal", err)
 	}
-	if w := d.Warnings(); len(w) != 1 || !strings.Contains(w[0], "0644") {
-		t.Errorf("Warnings = %q, want one mentioning 0644", w)
+	if err := CheckPrivate(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("CheckPrivate of a missing file = %v, want fs.ErrNotExist", err)
 	}
 }
 
@@ -163,7 +192,7 @@ func TestOpenNewerSchemaRefused(t *testing.T) {
 		d.Close()
 		t.Fatal("Open of a newer schema succeeded")
 	}
-	if !strings.Contains(err.Error(), "schema version 2 is newer") {
+	if want := fmt.Sprintf("schema version %d is newer", SchemaVersion+1); !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v, want it to name the newer schema", err)
 	}
 }

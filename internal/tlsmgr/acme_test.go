@@ -1,17 +1,11 @@
 package tlsmgr
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,84 +13,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hipconnect/hipconnect/internal/tlsmgr/pebbletest"
 )
-
-// pebble is Let's Encrypt's test ACME CA, run in-process.
-type pebble struct {
-	directory string            // ACME directory URL
-	rootFile  string            // PEM of the directory's HTTPS certificate
-	issuer    *x509.Certificate // root of the certificates pebble issues
-	orders    atomic.Int64      // POSTs to new-order
-	logs      *syncBuffer
-}
-
-// startPebble runs pebble on 127.0.0.1 with its VA validating HTTP-01 on
-// httpPort and TLS-ALPN-01 on tlsPort. With eabKeys (key ID to base64url
-// HMAC key), new accounts need an External Account Binding.
-func startPebble(t *testing.T, httpPort, tlsPort int, eabKeys map[string]string) *pebble {
-	t.Helper()
-	// No random sleeps before validation, no injected bad nonces, no reuse
-	// of earlier authorizations: every order is validated, at full speed.
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-	t.Setenv("PEBBLE_AUTHZREUSE", "0")
-
-	p := &pebble{logs: &syncBuffer{}}
-	logger := log.New(p.logs, "pebble ", log.Lmicroseconds)
-	store := db.NewMemoryStore()
-	// ECDSA keys: quicker to make than pebble's default RSA.
-	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default"}})
-	validator := va.New(logger, httpPort, tlsPort, false, "", store)
-	for id, key := range eabKeys {
-		if err := store.AddExternalAccountKeyByID(id, key); err != nil {
-			t.Fatal(err)
-		}
-	}
-	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, len(eabKeys) > 0, 0, 0)
-	h := front.Handler()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
-			p.orders.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	srv.Config.ErrorLog = log.New(p.logs, "pebble http ", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pebble logs:\n%s", p.logs)
-		}
-	})
-
-	p.directory = srv.URL + wfe.DirectoryPath
-	p.rootFile = filepath.Join(t.TempDir(), "directory-root.pem")
-	writeFile(t, p.rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
-	p.issuer = authority.GetRootCert(0).Cert
-	return p
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitReady waits for m's first certificate, which in acme mode takes a
 // real ACME exchange.
@@ -139,8 +59,8 @@ func TestACME(t *testing.T) {
 				acmeOpts.EABHMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 				eabKeys = map[string]string{acmeOpts.EABKeyID: acmeOpts.EABHMAC}
 			}
-			pb := startPebble(t, port(httpLn), port(tlsLn), eabKeys)
-			acmeOpts.Directory, acmeOpts.CARootFile = pb.directory, pb.rootFile
+			pb := pebbletest.Start(t, pebbletest.Options{HTTPPort: port(httpLn), TLSPort: port(tlsLn), EABKeys: eabKeys})
+			acmeOpts.Directory, acmeOpts.CARootFile = pb.Directory(), pb.DirectoryRootFile()
 			storage := &certmagic.FileStorage{Path: t.TempDir()}
 			opts := Options{
 				Mode:    ModeACME,
@@ -203,15 +123,14 @@ func TestACME(t *testing.T) {
 				return m
 			}
 			url := fmt.Sprintf("https://%s/", net.JoinHostPort(ip, fmt.Sprint(port(tlsLn))))
-			roots := x509.NewCertPool()
-			roots.AddCert(pb.issuer)
+			roots := pb.Roots()
 
 			m := start()
 			leaf := m.Leaf()
 			if leaf == nil {
 				t.Fatal("Leaf: nil after Ready")
 			}
-			if got, want := pb.orders.Load(), int64(1); got != want {
+			if got, want := pb.Orders(), int64(1); got != want {
 				t.Errorf("orders at pebble: got %d, want %d", got, want)
 			}
 			if got := httpHits.Load() > 0; got != tc.wantHTTPHits {
@@ -249,7 +168,7 @@ hipconnect_tls_renewals_total{result="success"} 1
 			if !served2.Equal(leaf) {
 				t.Errorf("after restart: served serial %x, want the stored %x", served2.SerialNumber, leaf.SerialNumber)
 			}
-			if got, want := pb.orders.Load(), int64(1); got != want {
+			if got, want := pb.Orders(), int64(1); got != want {
 				t.Errorf("after restart: orders at pebble: got %d, want %d", got, want)
 			}
 			m2.Stop()

@@ -188,6 +188,7 @@ type Server struct {
 	mu            sync.Mutex
 	expiresIn     int
 	clients       map[string]string // oauthID -> secret
+	uninstalled   map[string]bool   // clients removed: their installable still answers
 	tokenRequests map[string]int
 	tokens        map[string]grant // access token -> grant
 	editCaps      func(*CapabilitiesDoc)
@@ -341,9 +342,16 @@ func (s *Server) NewClient() (oauthID, secret string) {
 }
 
 // RemoveClient forgets oauthID and its tokens, as HipChat does on
-// uninstall.
+// uninstall; its installable URL keeps answering, since HipChat redirects
+// the admin to the add-on's uninstalledUrl after removing the client.
 func (s *Server) RemoveClient(oauthID string) {
 	s.mu.Lock()
+	if _, ok := s.clients[oauthID]; ok {
+		if s.uninstalled == nil {
+			s.uninstalled = map[string]bool{}
+		}
+		s.uninstalled[oauthID] = true
+	}
 	delete(s.clients, oauthID)
 	s.mu.Unlock()
 	s.RevokeTokens(oauthID)
@@ -756,6 +764,7 @@ func (s *Server) handleInstallable(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("oauthId")
 	s.mu.Lock()
 	_, ok := s.clients[id]
+	ok = ok || s.uninstalled[id] // HipChat sends the uninstalled redirect after removing the client
 	s.mu.Unlock()
 	if !ok {
 		writeAPIError(w, http.StatusNotFound, "Installable not found")
@@ -914,7 +923,8 @@ func OnPath(prefix string, f Fault) Fault {
 	}
 }
 
-// Times limits f to the first n requests it answers.
+// Times limits f to the first n requests it answers. Requests go through
+// f one at a time.
 func Times(n int, f Fault) Fault {
 	var mu sync.Mutex
 	left := n

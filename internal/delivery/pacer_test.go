@@ -1,0 +1,207 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+)
+
+func TestPacerWindow(t *testing.T) {
+	p := newPacer()
+	l := Limit{N: 3, Per: time.Minute}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		at := t0.Add(time.Duration(i) * time.Second)
+		if w := p.wait("r", l, at); w != 0 {
+			t.Fatalf("event %d: wait %v, want 0", i, w)
+		}
+		p.take("r", l, at)
+	}
+	if got, want := p.wait("r", l, t0.Add(3*time.Second)), 57*time.Second; got != want {
+		t.Errorf("4th event waits %v, want %v (until the 1st leaves the window)", got, want)
+	}
+	if got := p.wait("other", l, t0); got != 0 {
+		t.Errorf("another key waits %v, want 0", got)
+	}
+	if got := p.wait("r", l, t0.Add(time.Minute)); got != 0 {
+		t.Errorf("after the window: wait %v, want 0", got)
+	}
+	p.take("r", l, t0.Add(time.Minute))
+	if got, want := p.wait("r", l, t0.Add(time.Minute)), time.Second; got != want {
+		t.Errorf("next wait %v, want %v (the 2nd event's turn)", got, want)
+	}
+	p.forget(t0.Add(3*time.Minute), time.Minute)
+	if len(p.w) != 0 {
+		t.Errorf("forget kept %d windows", len(p.w))
+	}
+}
+
+// TestPacingUnderHipChatLimits runs the dispatcher on a fake clock
+// (testing/synctest): 75 commands for one room go out at no more than 30
+// per minute, and the token's 500 per 5 minutes holds across rooms.
+func TestPacingUnderHipChatLimits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := newMemStore("a")
+		for i := range 75 {
+			db.add(addon.Job{OAuthID: "a", RoomID: 1, MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
+		}
+		var mu sync.Mutex
+		var sent []time.Time
+		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sent = append(sent, time.Now())
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		d := New(Options{Store: db, Run: echo, Send: send})
+		go func() { _ = d.Run(ctx) }()
+		time.Sleep(3 * time.Minute) // fake time: the bubble advances it when all goroutines wait
+		synctest.Wait()
+		cancel()
+		synctest.Wait()
+
+		if len(sent) != 75 {
+			t.Fatalf("sent %d, want 75 within 3 minutes", len(sent))
+		}
+		start := sent[0]
+		for i := range sent {
+			if i >= 30 && sent[i].Sub(sent[i-30]) < time.Minute {
+				t.Fatalf("sends %d and %d are %v apart: over 30 per minute", i-30, i, sent[i].Sub(sent[i-30]))
+			}
+		}
+		if got := sent[30].Sub(start); got != time.Minute {
+			t.Errorf("31st send after %v, want exactly 1m (no slower than needed)", got)
+		}
+	})
+}
+
+func TestRateLimitRetryHoldsTheRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := newMemStore("a")
+		db.add(addon.Job{OAuthID: "a", RoomID: 1, MessageID: "1", Args: "first"})
+		db.add(addon.Job{OAuthID: "a", RoomID: 1, MessageID: "2", Args: "second"})
+		db.add(addon.Job{OAuthID: "a", RoomID: 2, MessageID: "3", Args: "other room"})
+		var mu sync.Mutex
+		var log []string
+		failures := 0
+		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if n.Message == "first" && failures < 2 {
+				failures++
+				return addon.Errorf(addon.Unavailable, "429")
+			}
+			log = append(log, fmt.Sprintf("%s@%v", n.Message, time.Since(epoch).Round(time.Second)))
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		d := New(Options{Store: db, Run: echo, Send: send,
+			RetryAfter: func(err error, attempt int) (time.Duration, bool) { return 30 * time.Second, true }})
+		epoch = time.Now()
+		go func() { _ = d.Run(ctx) }()
+		time.Sleep(2 * time.Minute)
+		cancel()
+		synctest.Wait()
+		want := []string{"other room@0s", "first@1m0s", "second@1m0s"}
+		if fmt.Sprint(log) != fmt.Sprint(want) {
+			t.Errorf("deliveries %v, want %v", log, want)
+		}
+		if db.recorded != 2 {
+			t.Errorf("recorded attempts = %d, want 2", db.recorded)
+		}
+	})
+}
+
+var epoch time.Time
+
+// memStore is an in-memory addon.Store for timing tests inside a synctest
+// bubble (real file I/O is fine there too, but this keeps them fast).
+type memStore struct {
+	addon.Store // only the methods below are used
+	mu          sync.Mutex
+	insts       map[string]addon.Installation
+	jobs        []addon.Job
+	dead        []addon.Job
+	next        uint64
+	recorded    int // RecordAttempt calls
+}
+
+var _ addon.Store = (*memStore)(nil)
+
+func newMemStore(ids ...string) *memStore {
+	m := &memStore{insts: map[string]addon.Installation{}}
+	for _, id := range ids {
+		m.insts[id] = addon.Installation{OAuthID: id}
+	}
+	return m
+}
+
+func (m *memStore) add(j addon.Job) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.next++
+	j.ID = m.next
+	m.jobs = append(m.jobs, j)
+}
+
+func (m *memStore) Installation(ctx context.Context, id string) (addon.Installation, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i, ok := m.insts[id]; ok {
+		return i, nil
+	}
+	return addon.Installation{}, addon.Errorf(addon.NotFound, "no installation")
+}
+
+func (m *memStore) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]addon.Job(nil), m.jobs...), nil
+}
+
+func (m *memStore) remove(id uint64) (addon.Job, error) {
+	for i, j := range m.jobs {
+		if j.ID == id {
+			m.jobs = append(m.jobs[:i], m.jobs[i+1:]...)
+			return j, nil
+		}
+	}
+	return addon.Job{}, addon.Errorf(addon.NotFound, "no job")
+}
+
+func (m *memStore) Complete(ctx context.Context, id uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, err := m.remove(id)
+	return err
+}
+
+func (m *memStore) Bury(ctx context.Context, id uint64, reason string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, err := m.remove(id)
+	if err == nil {
+		m.dead = append(m.dead, j)
+	}
+	return err
+}
+
+func (m *memStore) RecordAttempt(ctx context.Context, id uint64, reason string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recorded++
+	for i := range m.jobs {
+		if m.jobs[i].ID == id {
+			m.jobs[i].Attempts++
+			m.jobs[i].LastError = reason
+			return nil
+		}
+	}
+	return addon.Errorf(addon.NotFound, "no job")
+}

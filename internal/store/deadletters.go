@@ -1,0 +1,227 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	bolt "go.etcd.io/bbolt"
+)
+
+// MaxReasonBytes caps the failure reason RecordAttempt and Bury store (as
+// LastError or DeadLetter.Reason); a longer one is cut at a character
+// boundary, so a huge error body cannot bloat every rewrite of a job.
+const MaxReasonBytes = 2048
+
+// RecordAttempt stores a failed attempt at job id: Attempts is incremented
+// and LastError set to reason (cut to MaxReasonBytes). It returns NotFound if
+// no pending job has that ID. Durable when it returns nil; batched like
+// Enqueue, since it is on the delivery path.
+func (d *DB) RecordAttempt(ctx context.Context, id uint64, reason string) error {
+	reason = cutReason(reason)
+	var missing bool
+	err := d.batch(ctx, "record attempt", func(tx *bolt.Tx) error {
+		// Batch may run this more than once, each time in a fresh
+		// transaction: the increment is never applied twice.
+		missing = false
+		jobs := bucket(tx, bucketJobs)
+		k := u64(id)
+		v := jobs.Get(k)
+		if v == nil {
+			missing = true
+			return nil
+		}
+		var j addon.Job
+		if err := decode(v, &j); err != nil {
+			return fmt.Errorf("job %d: %w", id, err)
+		}
+		j.Attempts++
+		j.LastError = reason
+		data, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		return jobs.Put(k, data)
+	})
+	if err != nil {
+		return err
+	}
+	if missing {
+		return addon.Errorf(addon.NotFound, "job %d not found", id)
+	}
+	return nil
+}
+
+// Bury moves job id out of the outbox into the dead letters, keeping its ID,
+// as an addon.DeadLetter with reason (cut to MaxReasonBytes) and the store's
+// current time, in one transaction; its installation's outbox slot is freed.
+// It returns NotFound if no pending job has that ID. Durable when it returns
+// nil; batched like Enqueue.
+func (d *DB) Bury(ctx context.Context, id uint64, reason string) error {
+	reason = cutReason(reason)
+	at := d.now()
+	var missing bool
+	err := d.batch(ctx, "bury", func(tx *bolt.Tx) error {
+		missing = false
+		jobs := bucket(tx, bucketJobs)
+		k := u64(id)
+		v := jobs.Get(k)
+		if v == nil {
+			missing = true
+			return nil
+		}
+		var j addon.Job
+		if err := decode(v, &j); err != nil {
+			return fmt.Errorf("job %d: %w", id, err)
+		}
+		data, err := json.Marshal(addon.DeadLetter{Job: j, Reason: reason, At: at})
+		if err != nil {
+			return err
+		}
+		if err := bucket(tx, bucketDead).Put(k, data); err != nil {
+			return err
+		}
+		if err := jobs.Delete(k); err != nil {
+			return err
+		}
+		return addPending(tx, j.OAuthID, -1)
+	})
+	if err != nil {
+		return err
+	}
+	if missing {
+		return addon.Errorf(addon.NotFound, "job %d not found", id)
+	}
+	return nil
+}
+
+// DeadLetters returns every dead letter, in job ID order.
+func (d *DB) DeadLetters(ctx context.Context) ([]addon.DeadLetter, error) {
+	var out []addon.DeadLetter
+	err := d.view(ctx, "dead letters", func(tx *bolt.Tx) error {
+		return bucket(tx, bucketDead).ForEach(func(k, v []byte) error {
+			var dl addon.DeadLetter
+			if err := decode(v, &dl); err != nil {
+				return fmt.Errorf("dead letter %x: %w", k, err)
+			}
+			out = append(out, dl)
+			return ctx.Err()
+		})
+	})
+	return out, err
+}
+
+// RetryDead moves dead letter id back into the outbox as a new job at the
+// end of the queue: a new ID, Attempts reset to zero, LastError kept (as the
+// history), Received unchanged. A later duplicate delivery of its message
+// answers with the new job. It returns the new job; NotFound if there is no
+// such dead letter or its installation no longer exists; Unavailable if the
+// installation's outbox is full (see Options.MaxPendingPerInstallation). An
+// operator's action: not batched.
+func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
+	var out addon.Job
+	err := d.update(ctx, "retry dead letter", func(tx *bolt.Tx) error {
+		dead := bucket(tx, bucketDead)
+		k := u64(id)
+		v := dead.Get(k)
+		if v == nil {
+			return addon.Errorf(addon.NotFound, "dead letter %d not found", id)
+		}
+		var dl addon.DeadLetter
+		if err := decode(v, &dl); err != nil {
+			return fmt.Errorf("dead letter %d: %w", id, err)
+		}
+		j := dl.Job
+		if bucket(tx, bucketInstallations).Get([]byte(j.OAuthID)) == nil {
+			return addon.Errorf(addon.NotFound, "installation %q of dead letter %d not found", j.OAuthID, id)
+		}
+		n, err := pendingCount(tx, j.OAuthID)
+		if err != nil {
+			return err
+		}
+		if d.maxPending > 0 && n >= uint64(d.maxPending) {
+			return errFull(j.OAuthID, n)
+		}
+
+		jobs := bucket(tx, bucketJobs)
+		newID, err := jobs.NextSequence()
+		if err != nil {
+			return err
+		}
+		j.ID = newID
+		j.Attempts = 0
+		data, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		if err := jobs.Put(u64(newID), data); err != nil {
+			return err
+		}
+		if err := dead.Delete(k); err != nil {
+			return err
+		}
+		if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
+			return err
+		}
+		if j.MessageID != "" {
+			if err := repointSeen(tx, seenKey(j.OAuthID, j.MessageID), id, newID); err != nil {
+				return err
+			}
+		}
+		out = j
+		return nil
+	})
+	if err != nil {
+		return addon.Job{}, err
+	}
+	return out, nil
+}
+
+// repointSeen makes the seen entry at sk name job to instead of from, if it
+// names from (it may have been pruned, or never existed).
+func repointSeen(tx *bolt.Tx, sk []byte, from, to uint64) error {
+	seen := bucket(tx, bucketSeen)
+	v := seen.Get(sk)
+	if v == nil {
+		return nil
+	}
+	var e seenEntry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return fmt.Errorf("seen entry %q: %w", sk, err)
+	}
+	if e.Job != from {
+		return nil
+	}
+	e.Job = to
+	nv, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return seen.Put(sk, nv)
+}
+
+// DropDead deletes dead letter id for good; NotFound if there is none.
+func (d *DB) DropDead(ctx context.Context, id uint64) error {
+	return d.update(ctx, "drop dead letter", func(tx *bolt.Tx) error {
+		dead := bucket(tx, bucketDead)
+		k := u64(id)
+		if dead.Get(k) == nil {
+			return addon.Errorf(addon.NotFound, "dead letter %d not found", id)
+		}
+		return dead.Delete(k)
+	})
+}
+
+// cutReason cuts s to at most MaxReasonBytes without splitting a character.
+func cutReason(s string) string {
+	if len(s) <= MaxReasonBytes {
+		return s
+	}
+	i := MaxReasonBytes
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
+}
