@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -68,7 +69,7 @@ func admin(ctx context.Context, cfg *config.Config) (httpapi.AdminClient, bool) 
 }
 
 func openStore(cfg *config.Config) (*store.DB, error) {
-	return store.Open(cfg.Storage.Path, store.Options{Timeout: 2 * time.Second})
+	return daemon.OpenStore(cfg, false, nil)
 }
 
 func (e env) installations(ctx context.Context, args []string) error {
@@ -178,7 +179,7 @@ func (e env) backup(ctx context.Context, args []string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = verifyBackup(tmp)
+		err = verifyBackup(cfg, tmp)
 	}
 	if err == nil {
 		err = os.Rename(tmp, out)
@@ -195,9 +196,12 @@ func (e env) backup(ctx context.Context, args []string) error {
 	return nil
 }
 
-// verifyBackup opens a copy and runs the consistency check on it.
-func verifyBackup(path string) error {
-	db, err := store.Open(path, store.Options{Timeout: time.Second})
+// verifyBackup opens a copy (with the store's key) and runs the
+// consistency check on it.
+func verifyBackup(cfg *config.Config, path string) error {
+	c := *cfg
+	c.Storage.KeyFile, c.Storage.Path = daemon.KeyFile(cfg), path
+	db, err := daemon.OpenStore(&c, false, nil)
 	if err != nil {
 		return err
 	}
@@ -256,4 +260,87 @@ func (e env) tls(ctx context.Context, args []string) error {
 	}
 	_, err = e.stdout.Write(pem)
 	return err
+}
+
+// outbox shows the commands waiting for delivery and the dead letters,
+// and moves a dead letter back into the outbox or drops it.
+func (e env) outbox(ctx context.Context, args []string) error {
+	cfg, pos, err := e.flags("outbox", args, nil)
+	if err != nil {
+		return err
+	}
+	usageErr := fmt.Errorf("%w: outbox list | retry JOB_ID | drop JOB_ID", errUsage)
+	if len(pos) == 0 || (pos[0] == "list") != (len(pos) == 1) || len(pos) > 2 {
+		return usageErr
+	}
+	var id uint64
+	if len(pos) == 2 {
+		if id, err = strconv.ParseUint(pos[1], 10, 64); err != nil {
+			return usageErr
+		}
+	}
+	var (
+		view  func() (httpapi.OutboxView, error)
+		retry func() (addon.Job, error)
+		drop  func() error
+	)
+	if c, ok := admin(ctx, cfg); ok {
+		path := "/outbox/dead/" + strconv.FormatUint(id, 10)
+		view = func() (v httpapi.OutboxView, err error) { return v, c.Do(ctx, http.MethodGet, "/outbox", &v, nil) }
+		retry = func() (j addon.Job, err error) { return j, c.Do(ctx, http.MethodPost, path, &j, nil) }
+		drop = func() error { return c.Do(ctx, http.MethodDelete, path, nil, nil) }
+	} else {
+		db, err := openStore(cfg)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		view = func() (v httpapi.OutboxView, err error) {
+			if v.Pending, err = db.Pending(ctx, 0); err == nil {
+				v.Dead, err = db.DeadLetters(ctx)
+			}
+			return v, err
+		}
+		retry = func() (addon.Job, error) { return db.RetryDead(ctx, id) }
+		drop = func() error { return db.DropDead(ctx, id) }
+	}
+	switch pos[0] {
+	case "list":
+		v, err := view()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "STATE\tJOB\tOAUTH ID\tROOM\tCOMMAND\tRECEIVED\tATTEMPTS\tREASON")
+		for _, j := range v.Pending {
+			fmt.Fprintf(tw, "pending\t%d\t%s\t%d\t%s\t%s\t%d\t%s\n", j.ID, j.OAuthID, j.RoomID, jobName(j),
+				j.Received.Format(time.RFC3339), j.Attempts, j.LastError)
+		}
+		for _, d := range v.Dead {
+			fmt.Fprintf(tw, "dead\t%d\t%s\t%d\t%s\t%s\t%d\t%s\n", d.Job.ID, d.Job.OAuthID, d.Job.RoomID, jobName(d.Job),
+				d.Job.Received.Format(time.RFC3339), d.Job.Attempts, d.Reason)
+		}
+		return tw.Flush()
+	case "retry":
+		j, err := retry()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "dead letter %d is back in the outbox as job %d\n", id, j.ID)
+		return nil
+	case "drop":
+		if err := drop(); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "dead letter %d dropped\n", id)
+		return nil
+	}
+	return usageErr
+}
+
+func jobName(j addon.Job) string {
+	if j.Reply != nil {
+		return "(message)"
+	}
+	return "/" + j.Command
 }

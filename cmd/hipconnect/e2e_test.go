@@ -472,6 +472,37 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("secrets at rest", func(t *testing.T) {
+		// A hot backup through the running daemon, then the raw files.
+		backup := filepath.Join(t.TempDir(), "backup.db")
+		if out, err := exec.Command(binary, "backup", "--config", d.cfgPath, backup).CombinedOutput(); err != nil {
+			t.Fatalf("backup: %v\n%s", err, out)
+		}
+		other, otherSecret := install(t, d, hc, 400)
+		tokens := hc.IssuedTokens(other)
+		d.stop(syscall.SIGTERM)
+		dbPath := filepath.Join(filepath.Dir(d.cfgPath), "hipconnect.db")
+		backup2 := filepath.Join(t.TempDir(), "backup2.db")
+		if out, err := exec.Command(binary, "backup", "--config", d.cfgPath, backup2).CombinedOutput(); err != nil {
+			t.Fatalf("cold backup: %v\n%s", err, out)
+		}
+		for _, f := range []string{dbPath, backup, backup2} {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range append([]string{secret, otherSecret}, tokens...) {
+				if bytes.Contains(raw, []byte(s)) {
+					t.Errorf("%s contains a secret or token in clear", filepath.Base(f))
+				}
+			}
+		}
+		if len(tokens) == 0 {
+			t.Error("no token issued to check for")
+		}
+		d.start()
+	})
+
 	d.stop(syscall.SIGTERM)
 	logs := d.log.String()
 	if strings.Contains(logs, secret) || strings.Contains(logs, tok) || strings.Contains(logs, "eyJ") {

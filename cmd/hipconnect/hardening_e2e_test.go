@@ -31,9 +31,9 @@ import (
 // (slow, oversize and misdirected requests) and check that it reaches out
 // only to what the operator allowed, whatever its environment says.
 
-// readTimeout is server.read_timeout in TestInboundHardening, small so that
-// slow clients are cut off quickly.
-const readTimeout = time.Second
+// slowReadTimeout is server.read_timeout in TestInboundHardening, small so
+// that slow clients are cut off quickly.
+const slowReadTimeout = time.Second
 
 // TestInboundHardening runs the daemon as an appliance would (files mode
 // over HTTPS, plus the plain-HTTP redirect listener) and sends it what an
@@ -52,7 +52,7 @@ func TestInboundHardening(t *testing.T) {
   redirect_listen: %s
   ops_listen: %s
   read_timeout: %s
-  max_body_bytes: %d`, base, listen, redirect, ops, readTimeout, maxBody), fmt.Sprintf(`  mode: files
+  max_body_bytes: %d`, base, listen, redirect, ops, slowReadTimeout, maxBody), fmt.Sprintf(`  mode: files
   cert_file: %s
   key_file: %s`, certFile, keyFile)), "{{dir}}", dir)
 	startTLSDaemon(t, dir, yaml, base, ops)
@@ -79,7 +79,7 @@ func TestInboundHardening(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = plain.Close() })
 		conns := map[string]net.Conn{"public": dialTLS(t), "redirect": plain}
-		limit := 3 * readTimeout
+		limit := 3 * slowReadTimeout
 		var wg sync.WaitGroup
 		for name, conn := range conns {
 			wg.Go(func() {

@@ -28,6 +28,7 @@ commands:
   check --config FILE [--hipchat URL]...  preflight: config, hosts, HipChat, certificate, connections
   descriptor --config FILE                print the capability descriptor
   installations list|show ID|remove ID --config FILE
+  outbox list|retry ID|drop ID --config FILE   commands awaiting delivery, dead letters
   backup --config FILE OUTFILE            hot backup of the store (daemon may run)
   restore --config FILE BACKUPFILE        replace the store by a backup (daemon stopped)
   tls export-ca --config FILE             print the self-signed mode's CA certificate
@@ -91,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return e.descriptor(rest)
 	case "installations":
 		return e.installations(ctx, rest)
+	case "outbox":
+		return e.outbox(ctx, rest)
 	case "backup":
 		return e.backup(ctx, rest)
 	case "restore":

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -181,7 +182,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		return err
 	}
 
-	db, err := store.Open(cfg.Storage.Path, store.Options{Timeout: cfg.Storage.OpenTimeout, Now: o.Now})
+	db, err := OpenStore(cfg, true, o.Now)
 	if err != nil {
 		return err
 	}
@@ -196,7 +197,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 
 	m := metrics.New(o.Version, func(ctx context.Context) (metrics.Stats, error) {
 		s, err := db.Stats(ctx)
-		return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs}, err
+		return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs,
+			DeadLetters: s.DeadLetters, OldestPending: s.OldestPending}, err
 	})
 
 	certs, err := startTLS(ctx, cfg, base, db, log, o.Now)
@@ -249,7 +251,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 			})
 		},
 		Observe: func(j addon.Job, outcome string, err error) {
-			m.Notifications.WithLabelValues(outcome).Inc()
+			m.Deliveries.WithLabelValues(outcome).Inc()
+			var rl *hipchat.RateLimitError
+			if errors.As(err, &rl) {
+				m.RateLimited.Inc()
+			}
 			if outcome == delivery.Delivered {
 				m.Delivery.Observe(o.Now().Sub(j.Received).Seconds())
 			}
@@ -503,6 +509,44 @@ func listen(cfg *config.Config, public, ops http.Handler, certs *tlsmgr.Manager,
 		return nil, err
 	}
 	return out, nil
+}
+
+// KeyFile is the path of the key that encrypts secrets in the store.
+func KeyFile(cfg *config.Config) string {
+	if cfg.Storage.KeyFile != "" {
+		return cfg.Storage.KeyFile
+	}
+	return cfg.Storage.Path + ".key"
+}
+
+// OpenStore opens the configured store with its secrets key. The daemon
+// (create true) makes the key on first start; the CLI never does, and opens
+// a store without a key file as it is. A key file is never created for a
+// store that already holds encrypted secrets: a lost key is reported as
+// such instead of being replaced by a new one that cannot read them.
+func OpenStore(cfg *config.Config, create bool, now func() time.Time) (*store.DB, error) {
+	opts := store.Options{Timeout: cfg.Storage.OpenTimeout, Now: now, MaxPendingPerInstallation: cfg.Storage.MaxPending}
+	keyPath := KeyFile(cfg)
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(cfg.Storage.Path); err == nil || !create {
+			db, err := store.Open(cfg.Storage.Path, opts)
+			if errors.Is(err, store.ErrKeyRequired) {
+				return nil, fmt.Errorf("%w: the key file %s is missing; restore it from your backup", err, keyPath)
+			}
+			if err != nil || !create {
+				return db, err
+			}
+			if err := db.Close(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	key, err := store.LoadOrCreateKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	opts.Key = key
+	return store.Open(cfg.Storage.Path, opts)
 }
 
 // AdminSocket is the path of the admin socket of the daemon using cfg.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,19 +17,22 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Installs      *prometheus.CounterVec   // result
-	Uninstalls    *prometheus.CounterVec   // result
-	Webhooks      *prometheus.CounterVec   // result
-	Commands      *prometheus.CounterVec   // command, result
-	Notifications *prometheus.CounterVec   // result
-	HTTPDuration  *prometheus.HistogramVec // route, code
-	Delivery      prometheus.Histogram     // seconds from webhook acknowledged to notification sent
+	Installs     *prometheus.CounterVec   // result
+	Uninstalls   *prometheus.CounterVec   // result
+	Webhooks     *prometheus.CounterVec   // result
+	Commands     *prometheus.CounterVec   // command, result
+	Deliveries   *prometheus.CounterVec   // outcome: delivered, retry, dead, dropped
+	RateLimited  prometheus.Counter       // 429s HipChat answered
+	HTTPDuration *prometheus.HistogramVec // route, code
+	Delivery     prometheus.Histogram     // seconds from webhook acknowledged to notification sent
 }
 
 // Stats are gauges read at scrape time.
 type Stats struct {
 	Installations int
 	PendingJobs   int
+	DeadLetters   int
+	OldestPending time.Time // zero when nothing is pending
 }
 
 // New returns Metrics in a fresh registry with the Go and process
@@ -50,9 +54,12 @@ func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
 		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hipconnect_commands_total", Help: "Slash commands run, by command and result.",
 		}, []string{"command", "result"}),
-		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hipconnect_notifications_total", Help: "Room notifications sent to HipChat, by result.",
-		}, []string{"result"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hipconnect_deliveries_total", Help: "Delivery attempts of acknowledged commands, by outcome (delivered, retry, dead, dropped).",
+		}, []string{"outcome"}),
+		RateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hipconnect_hipchat_rate_limited_total", Help: "Requests HipChat answered with 429.",
+		}),
 		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "hipconnect_http_request_duration_seconds", Help: "Inbound HTTP requests by route and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
@@ -70,13 +77,16 @@ func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo, m.Installs, m.Uninstalls, m.Webhooks, m.Commands, m.Notifications, m.HTTPDuration, m.Delivery,
+		buildInfo, m.Installs, m.Uninstalls, m.Webhooks, m.Commands, m.Deliveries, m.RateLimited, m.HTTPDuration, m.Delivery,
 	)
 	if stats != nil {
 		reg.MustRegister(&statsCollector{stats: stats,
 			installations: prometheus.NewDesc("hipconnect_installations", "Installations in the store.", nil, nil),
-			pending:       prometheus.NewDesc("hipconnect_outbox_pending", "Commands acknowledged but not yet delivered.", nil, nil),
-			up:            prometheus.NewDesc("hipconnect_store_up", "Whether the store answered the last scrape.", nil, nil),
+			outbox: prometheus.NewDesc("hipconnect_outbox_jobs",
+				"Acknowledged commands in the outbox, by state: pending (not yet delivered) or dead (undeliverable).", []string{"state"}, nil),
+			oldest: prometheus.NewDesc("hipconnect_outbox_oldest_age_seconds",
+				"Age of the oldest pending command; 0 when none is pending.", nil, nil),
+			up: prometheus.NewDesc("hipconnect_store_up", "Whether the store answered the last scrape.", nil, nil),
 		})
 	}
 	return m
@@ -88,13 +98,14 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 type statsCollector struct {
-	stats                      func(context.Context) (Stats, error)
-	installations, pending, up *prometheus.Desc
+	stats                             func(context.Context) (Stats, error)
+	installations, outbox, oldest, up *prometheus.Desc
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.installations
-	ch <- c.pending
+	ch <- c.outbox
+	ch <- c.oldest
 	ch <- c.up
 }
 
@@ -106,5 +117,11 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
 	ch <- prometheus.MustNewConstMetric(c.installations, prometheus.GaugeValue, float64(s.Installations))
-	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(s.PendingJobs))
+	ch <- prometheus.MustNewConstMetric(c.outbox, prometheus.GaugeValue, float64(s.PendingJobs), "pending")
+	ch <- prometheus.MustNewConstMetric(c.outbox, prometheus.GaugeValue, float64(s.DeadLetters), "dead")
+	age := 0.0
+	if !s.OldestPending.IsZero() {
+		age = max(time.Since(s.OldestPending).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age)
 }

@@ -388,6 +388,20 @@ func (s *Server) TokenRequests(oauthID string) int {
 	return s.tokenRequests[oauthID]
 }
 
+// IssuedTokens returns every access token issued to oauthID so far, for
+// tests that look for them where they must not be (logs, files).
+func (s *Server) IssuedTokens(oauthID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for tok, g := range s.tokens {
+		if g.oauthID == oauthID {
+			out = append(out, tok)
+		}
+	}
+	return out
+}
+
 // SetCapabilities makes every later capabilities request answer the
 // default document as edited by edit (e.g. to poison tokenUrl or
 // links.self); nil restores the default.
