@@ -61,8 +61,9 @@ command -v man >/dev/null || missing+=(man-db)
 if ((${#missing[@]})); then
 	echo "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null ||
-		abort "installing ${missing[*]} with apt-get"
+	{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/hipconnect-test-apt.log 2>&1 ||
+		abort "installing ${missing[*]} with apt-get" "$(tail -n 20 /tmp/hipconnect-test-apt.log)"
+	rm -f /tmp/hipconnect-test-apt.log
 fi
 tools_done=$SECONDS
 

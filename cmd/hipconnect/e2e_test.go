@@ -433,6 +433,23 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("descriptor update re-reads capabilities", func(t *testing.T) {
+		body := func(capsURL string) []byte {
+			b, _ := json.Marshal(map[string]any{"oauthId": id, "capabilitiesUrl": capsURL, "roomId": room})
+			return b
+		}
+		requests := hc.TokenRequests(id)
+		if code, b := d.do("POST", "/installable/updated", "", body(hc.CapabilitiesURL())); code != http.StatusOK {
+			t.Fatalf("update = %d %s", code, b)
+		}
+		if hc.TokenRequests(id) != requests+1 {
+			t.Errorf("update did not prove the stored credentials")
+		}
+		if code, _ := d.do("POST", "/installable/updated", "", body("https://127.0.0.3:1/v2/capabilities")); code != http.StatusForbidden {
+			t.Errorf("update pointing at another server = %d, want 403", code)
+		}
+	})
+
 	t.Run("kill -9 keeps the installation", func(t *testing.T) {
 		d.stop(syscall.SIGKILL)
 		d.start()

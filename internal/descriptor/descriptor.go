@@ -73,10 +73,11 @@ type APIConsumer struct {
 
 // Installable says where HipChat announces installs and uninstalls.
 type Installable struct {
-	AllowGlobal    bool   `json:"allowGlobal"`
-	AllowRoom      bool   `json:"allowRoom"`
-	CallbackURL    string `json:"callbackUrl"`
-	UninstalledURL string `json:"uninstalledUrl,omitempty"`
+	AllowGlobal       bool   `json:"allowGlobal"`
+	AllowRoom         bool   `json:"allowRoom"`
+	CallbackURL       string `json:"callbackUrl"`
+	UpdateCallbackURL string `json:"updateCallbackUrl,omitempty"`
+	UninstalledURL    string `json:"uninstalledUrl,omitempty"`
 }
 
 // Webhook is one event subscription.
@@ -149,6 +150,7 @@ type Configurable struct {
 const (
 	PathDescriptor  = "/atlassian-connect.json"
 	PathInstallable = "/installable"
+	PathUpdated     = "/installable/updated"
 	PathUninstalled = "/uninstalled"
 	PathWebhook     = "/webhook/" // + command name
 
@@ -204,7 +206,8 @@ func Build(s Spec) (Descriptor, error) {
 		Capabilities: Capabilities{
 			HipchatAPIConsumer: APIConsumer{FromName: s.Name, Scopes: s.Scopes},
 			Installable: Installable{AllowGlobal: true, AllowRoom: true,
-				CallbackURL: base + PathInstallable, UninstalledURL: base + PathUninstalled},
+				CallbackURL: base + PathInstallable, UpdateCallbackURL: base + PathUpdated,
+				UninstalledURL: base + PathUninstalled},
 		},
 	}
 	if s.VendorName != "" || s.VendorURL != "" {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/hipchat"
 )
 
 func (s *server) descriptor(w http.ResponseWriter, r *http.Request) {
@@ -114,6 +115,50 @@ func (s *server) verifyInstall(r *http.Request, p installPayload) (addon.Install
 		}
 	}
 	return inst, nil
+}
+
+// update handles HipChat's updateCallbackUrl (PROTOCOL.md section 3): the
+// add-on's descriptor changed, so what was derived from the capabilities
+// document is read again. Nothing secret changes, so the request needs no
+// signature: the capabilities URL must be on the installation's own HipChat
+// server, and the stored credentials must still work there.
+func (s *server) update(w http.ResponseWriter, r *http.Request) {
+	var p installPayload
+	err := decodeJSON(r, &p)
+	if err == nil && (p.OAuthID == "" || p.CapabilitiesURL == "") {
+		err = errorf(http.StatusBadRequest, "oauthId and capabilitiesUrl are required")
+	}
+	var inst addon.Installation
+	if err == nil {
+		inst, err = s.Store.Installation(r.Context(), p.OAuthID)
+	}
+	if err == nil {
+		if o, _ := originOf(p.CapabilitiesURL); o != inst.HipChatOrigin {
+			err = errorf(http.StatusForbidden, "capabilitiesUrl is not on the installation's HipChat server")
+		}
+	}
+	var caps hipchat.Capabilities
+	if err == nil {
+		caps, err = s.HipChat.Capabilities(r.Context(), p.CapabilitiesURL)
+	}
+	if err == nil {
+		inst.CapabilitiesURL, inst.APIURL, inst.TokenURL = p.CapabilitiesURL, caps.APIURL, caps.TokenURL
+		inst.UpdatedAt = s.Now().UTC()
+		var tok addon.Token
+		if tok, err = s.HipChat.RequestToken(r.Context(), inst, s.scopes); err == nil {
+			if err = s.Store.PutInstallation(r.Context(), inst); err == nil {
+				err = s.Store.PutToken(r.Context(), inst.OAuthID, tok)
+			}
+		}
+	}
+	if err != nil {
+		s.Metrics.Installs.WithLabelValues("update_" + addon.KindOf(err)).Inc()
+		s.fail(w, r, fmt.Errorf("update %s: %w", truncate(p.OAuthID, 100), err))
+		return
+	}
+	s.Metrics.Installs.WithLabelValues("update_ok").Inc()
+	s.Logger.Info("installation updated", slog.String("oauth_id", inst.OAuthID), slog.String("api", inst.APIURL))
+	w.WriteHeader(http.StatusOK)
 }
 
 func originOf(raw string) (string, error) {

@@ -15,6 +15,7 @@ func (s *server) routes() http.Handler {
 	handle("GET "+descriptor.PathDescriptor, "descriptor", s.descriptor)
 	handle("GET /{$}", "home", s.home)
 	handle("POST "+descriptor.PathInstallable, "install", s.install)
+	handle("POST "+descriptor.PathUpdated, "update", s.update)
 	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", s.requireJWT(s.uninstall))
 	handle("GET "+descriptor.PathUninstalled, "uninstalled", s.uninstalled)
 	handle("POST "+descriptor.PathWebhook+"{command}", "webhook", s.requireJWT(s.webhook))
