@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -23,15 +25,18 @@ import (
 )
 
 func (e env) serve(ctx context.Context, args []string) error {
-	cfg, pos, err := e.flags("serve", args, nil)
+	var path *flag.Flag // read after parsing
+	cfg, pos, err := e.flags("serve", args, func(fs *flag.FlagSet) { path = fs.Lookup("config") })
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: serve takes no arguments", errUsage)
 	}
+	logger, level := newLogger(cfg, e.stderr)
 	return daemon.Run(ctx, cfg, daemon.Options{
-		Version: version, Logger: newLogger(cfg, e.stderr), Getenv: e.getenv, Reload: e.reload,
+		Version: version, Logger: logger, LogLevel: level, Getenv: e.getenv, Reload: e.reload,
+		LoadConfig: func() (*config.Config, error) { return config.Load(path.Value.String(), e.environ) },
 	})
 }
 
@@ -68,8 +73,30 @@ func admin(ctx context.Context, cfg *config.Config) (httpapi.AdminClient, bool) 
 	return c, c.Do(ctx, http.MethodGet, "/installations", &list, nil) == nil
 }
 
+// openStore opens the store of a stopped daemon. It never creates one.
 func openStore(cfg *config.Config) (*store.DB, error) {
+	if _, err := os.Stat(cfg.Storage.Path); err != nil {
+		return nil, fmt.Errorf("no store at %s (storage.path): %w", cfg.Storage.Path, err)
+	}
 	return daemon.OpenStore(cfg, false, nil)
+}
+
+// chownLikeDir gives path the owner of its directory, so that a file root
+// wrote in the daemon's state directory stays the daemon's. Only root can
+// and needs to.
+func chownLikeDir(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return os.Chown(path, int(st.Uid), int(st.Gid))
 }
 
 func (e env) installations(ctx context.Context, args []string) error {
@@ -218,6 +245,9 @@ func (e env) restore(args []string) error {
 	}
 	if err := store.Restore(pos[0], cfg.Storage.Path); err != nil {
 		return err
+	}
+	if err := chownLikeDir(cfg.Storage.Path); err != nil {
+		return fmt.Errorf("restore: give the store to the daemon's user: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "restored %s from %s\n", cfg.Storage.Path, pos[0])
 	return nil

@@ -597,3 +597,76 @@ func TestInstallRefused(t *testing.T) {
 	}
 	_ = hipchat.Claims{}
 }
+
+// metric returns the value of a sample line of the daemon's /metrics.
+func (d *proc) metric(t *testing.T, sample string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestReloadOnSIGHUP changes a command's settings in the file and reloads:
+// the next command uses them, the listeners stay; a broken file is refused
+// and the running configuration kept.
+func TestReloadOnSIGHUP(t *testing.T) {
+	d, hc := setup(t)
+	id, secret := install(t, d, hc, 100)
+	wait(t, hc, 1)
+	cfg, err := os.ReadFile(d.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloads := func() string { return d.metric(t, "hipconnect_config_last_reload_success_timestamp_seconds") }
+	hup := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(d.cfgPath, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	before := reloads()
+	time.Sleep(1100 * time.Millisecond) // the timestamp has second resolution
+	hup(strings.Replace(string(cfg), "max_results: 10", "max_results: 2", 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for reloads() == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if reloads() == before {
+		t.Fatal("no successful reload after SIGHUP")
+	}
+	tok := hc.JWT(id, secret, 100, time.Minute)
+	if code, _ := d.do("POST", "/webhook/hascode", tok, hipchattest.RoomMessage(id, 100, "r1", "/hascode 25")); code != http.StatusNoContent {
+		t.Fatalf("webhook after reload = %d", code)
+	}
+	if msg := wait(t, hc, 2)[1].Body.Message; strings.Count(msg, "<li>") != 2 {
+		t.Errorf("after reload with max_results 2:\n%s", msg)
+	}
+
+	hup("server: [this is not valid")
+	deadline = time.Now().Add(10 * time.Second)
+	for d.metric(t, "hipconnect_config_last_reload_successful") != "0" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := d.metric(t, "hipconnect_config_last_reload_successful"); got != "0" {
+		t.Errorf("reload of a broken file: successful = %q, want 0", got)
+	}
+	if code, _ := d.do("POST", "/webhook/hascode", tok, hipchattest.RoomMessage(id, 100, "r2", "/hascode 25")); code != http.StatusNoContent {
+		t.Fatalf("webhook after refused reload = %d", code)
+	}
+	if msg := wait(t, hc, 3)[2].Body.Message; strings.Count(msg, "<li>") != 2 {
+		t.Errorf("after a refused reload the running configuration must stay:\n%s", msg)
+	}
+	if !strings.Contains(d.log.String(), "configuration refused") {
+		t.Errorf("the log does not say the reload was refused")
+	}
+}

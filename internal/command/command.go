@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -48,23 +49,36 @@ type Spec struct {
 type Runner struct {
 	client *http.Client
 	from   string
-	specs  map[string]Spec
+	specs  atomic.Pointer[map[string]Spec]
 }
 
 // New returns a Runner for specs. client makes every search request (the
 // daemon passes its allowlisting client); from is the sender name shown in
 // the room.
 func New(client *http.Client, from string, specs []Spec) *Runner {
+	r := &Runner{client: client, from: from}
+	r.SetSpecs(specs)
+	return r
+}
+
+// SetSpecs replaces the configured commands (on a configuration reload);
+// commands already running finish with the old ones.
+func (r *Runner) SetSpecs(specs []Spec) {
 	m := make(map[string]Spec, len(specs))
 	for _, s := range specs {
 		m[s.Name] = s
 	}
-	return &Runner{client: client, from: from, specs: m}
+	r.specs.Store(&m)
+}
+
+func (r *Runner) spec(name string) (Spec, bool) {
+	s, ok := (*r.specs.Load())[name]
+	return s, ok
 }
 
 // Has reports whether a command of that name is configured.
 func (r *Runner) Has(name string) bool {
-	_, ok := r.specs[name]
+	_, ok := r.spec(name)
 	return ok
 }
 
@@ -91,7 +105,7 @@ func (r *Runner) Parse(message string) (name, args string, ok bool) {
 // error for the log and metrics; err alone (with a zero Notification) means
 // the command is not configured.
 func (r *Runner) Run(ctx context.Context, name, args string) (addon.Notification, error) {
-	spec, ok := r.specs[name]
+	spec, ok := r.spec(name)
 	if !ok {
 		return addon.Notification{}, addon.Errorf(addon.NotFound, "command: no command %q", name)
 	}
@@ -117,7 +131,7 @@ func (r *Runner) echo(args string) addon.Notification {
 // Search queries the backend of the search command name for term and
 // returns every hit (the caller decides how many to show).
 func (r *Runner) Search(ctx context.Context, name, term string) ([]Hit, error) {
-	spec, ok := r.specs[name]
+	spec, ok := r.spec(name)
 	if !ok || spec.Kind == KindEcho {
 		return nil, addon.Errorf(addon.NotFound, "command: no search command %q", name)
 	}
@@ -126,7 +140,7 @@ func (r *Runner) Search(ctx context.Context, name, term string) ([]Hit, error) {
 
 // Spec returns the configuration of command name.
 func (r *Runner) Spec(name string) (Spec, bool) {
-	s, ok := r.specs[name]
+	s, ok := r.spec(name)
 	return s, ok
 }
 

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,8 +46,12 @@ type Options struct {
 	Logger  *slog.Logger
 	Getenv  func(string) string // for NOTIFY_SOCKET and WATCHDOG_USEC
 	Now     func() time.Time    // nil: time.Now
-	// Reload receives a value for each SIGHUP: certificates are reloaded.
-	Reload <-chan struct{}
+	// Reload receives a value for each SIGHUP: the configuration is read
+	// again with LoadConfig and what can change while running (log level,
+	// commands, certificate files) takes effect; the listeners are kept.
+	Reload     <-chan struct{}
+	LoadConfig func() (*config.Config, error) // nil: reload certificates only
+	LogLevel   *slog.LevelVar                 // the level Logger filters at; nil: not reloadable
 }
 
 // Descriptor returns the capability descriptor cfg describes.
@@ -339,7 +344,7 @@ loop:
 		case runErr = <-errc:
 			break loop
 		case <-o.Reload:
-			reload(certs, log)
+			cfg = reload(cfg, o, runner, certs, m)
 		}
 	}
 	ready.Store(false)
@@ -384,12 +389,74 @@ func portOf(addr string, def int) int {
 	return n
 }
 
-func reload(certs *tlsmgr.Manager, log *slog.Logger) {
-	if err := certs.Reload(); err != nil {
-		log.Error("reload: certificates kept as they were", slog.Any("err", err))
-		return
+// reload applies a SIGHUP: the configuration file is read again and what
+// can change at run time takes effect (log level, commands, certificate
+// files). Settings that need a restart are named in the log. A file that
+// does not load keeps the running configuration. It returns the
+// configuration now in force.
+func reload(cur *config.Config, o Options, runner *command.Runner, certs *tlsmgr.Manager, m *metrics.Metrics) *config.Config {
+	log := o.Logger
+	next := cur
+	if o.LoadConfig != nil {
+		cfg, err := o.LoadConfig()
+		if err != nil {
+			m.ReloadOK.Set(0)
+			log.Error("reload: configuration refused, the running one is kept", slog.Any("err", err))
+			return cur
+		}
+		if o.LogLevel != nil {
+			_ = o.LogLevel.UnmarshalText([]byte(cfg.Log.Level))
+		}
+		runner.SetSpecs(Commands(cfg))
+		if keys := restartKeys(cur, cfg); len(keys) > 0 {
+			log.Warn("reload: these settings take effect only after a restart", slog.Any("keys", keys))
+		}
+		next = cfg
 	}
+	if err := certs.Reload(); err != nil {
+		m.ReloadOK.Set(0)
+		log.Error("reload: certificates kept as they were", slog.Any("err", err))
+		return next
+	}
+	m.ReloadOK.Set(1)
+	m.ReloadTime.SetToCurrentTime()
 	log.Info("reloaded")
+	return next
+}
+
+// restartKeys names the sections that differ between a and b and are only
+// read at start.
+func restartKeys(a, b *config.Config) []string {
+	var keys []string
+	for _, c := range []struct {
+		key  string
+		same bool
+	}{
+		{"server", reflect.DeepEqual(a.Server, b.Server)},
+		{"tls (other than the files' contents)", a.TLS.Mode == b.TLS.Mode && a.TLS.CertFile == b.TLS.CertFile &&
+			a.TLS.KeyFile == b.TLS.KeyFile && a.TLS.ACME == b.TLS.ACME},
+		{"storage", a.Storage == b.Storage},
+		{"hipchat", reflect.DeepEqual(a.HipChat, b.HipChat)},
+		{"outbound", a.Outbound == b.Outbound},
+		{"addon", a.Addon == b.Addon},
+		{"command names and search hosts (descriptor, allowlist)", reflect.DeepEqual(commandNames(a), commandNames(b)) &&
+			reflect.DeepEqual(searchHosts(a), searchHosts(b))},
+	} {
+		if !c.same {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys
+}
+
+func searchHosts(cfg *config.Config) []string {
+	var hosts []string
+	for _, c := range cfg.Commands {
+		if u, err := url.Parse(c.SearchURL); err == nil && c.SearchURL != "" {
+			hosts = append(hosts, u.Host)
+		}
+	}
+	return hosts
 }
 
 // Bounds of the wait a 429 from HipChat can impose on a room: at least a

@@ -25,6 +25,8 @@ type Metrics struct {
 	RateLimited  prometheus.Counter       // 429s HipChat answered
 	HTTPDuration *prometheus.HistogramVec // route, code
 	Delivery     prometheus.Histogram     // seconds from webhook acknowledged to notification sent
+	ReloadOK     prometheus.Gauge         // 1 if the last configuration reload succeeded
+	ReloadTime   prometheus.Gauge         // when the configuration was last loaded successfully
 }
 
 // Stats are gauges read at scrape time.
@@ -69,6 +71,14 @@ func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
 	}
+	m.ReloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hipconnect_config_last_reload_successful", Help: "Whether the last configuration reload (SIGHUP) succeeded.",
+	})
+	m.ReloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hipconnect_config_last_reload_success_timestamp_seconds", Help: "When the configuration was last loaded successfully.",
+	})
+	m.ReloadOK.Set(1)
+	m.ReloadTime.SetToCurrentTime()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hipconnect_build_info", Help: "Build information; the value is always 1.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
@@ -77,7 +87,7 @@ func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo, m.Installs, m.Uninstalls, m.Webhooks, m.Commands, m.Deliveries, m.RateLimited, m.HTTPDuration, m.Delivery,
+		buildInfo, m.Installs, m.Uninstalls, m.Webhooks, m.Commands, m.Deliveries, m.RateLimited, m.HTTPDuration, m.Delivery, m.ReloadOK, m.ReloadTime,
 	)
 	if stats != nil {
 		reg.MustRegister(&statsCollector{stats: stats,
