@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/hipconnect/hipconnect/internal/httperr"
+
 	"github.com/hipconnect/hipconnect/internal/addon"
 )
 
@@ -41,7 +43,7 @@ type AdminDeps struct {
 func NewAdmin(d AdminDeps) http.Handler {
 	mux := http.NewServeMux()
 	fail := func(w http.ResponseWriter, err error) {
-		code, msg := statusOf(err)
+		code, msg := httperr.Status(err)
 		writeJSON(w, code, map[string]string{"error": msg})
 	}
 	mux.HandleFunc("GET /installations", func(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +89,7 @@ func NewAdmin(d AdminDeps) http.Handler {
 	deadID := func(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 		if err != nil {
-			fail(w, errorf(http.StatusBadRequest, "job id must be a number"))
+			fail(w, httperr.Errorf(http.StatusBadRequest, "job id must be a number"))
 		}
 		return id, err == nil
 	}

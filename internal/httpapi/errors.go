@@ -3,65 +3,17 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 
-	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/httperr"
 )
-
-// httpError is an error with its HTTP status: Msg is what the client sees,
-// Err what the log gets.
-type httpError struct {
-	Code int
-	Msg  string
-	Err  error
-}
-
-func (e *httpError) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-
-func (e *httpError) Unwrap() error { return e.Err }
-
-func errorf(code int, format string, args ...any) *httpError {
-	return &httpError{Code: code, Msg: fmt.Sprintf(format, args...)}
-}
-
-// statusOf maps an error to its HTTP status and client-safe message. It is
-// the one place where domain error kinds become statuses.
-func statusOf(err error) (int, string) {
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.Code, he.Msg
-	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", mbe.Limit)
-	}
-	code := map[string]int{
-		addon.Invalid:      http.StatusBadRequest,
-		addon.NotFound:     http.StatusNotFound,
-		addon.Unauthorized: http.StatusUnauthorized,
-		addon.Forbidden:    http.StatusForbidden,
-		addon.Conflict:     http.StatusConflict,
-		addon.TooLarge:     http.StatusRequestEntityTooLarge,
-		addon.Unavailable:  http.StatusBadGateway,
-	}[addon.KindOf(err)]
-	if code == 0 {
-		return http.StatusInternalServerError, "internal error"
-	}
-	return code, addon.MessageOf(err)
-}
 
 // fail answers r with err's status and a JSON body {"error": msg}, and logs
 // one line with the reason. Neither carries a token or secret: the error
 // texts of this code base never include them.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code, msg := statusOf(err)
+	code, msg := httperr.Status(err)
 	level := slog.LevelWarn
 	if code >= 500 {
 		level = slog.LevelError
@@ -89,10 +41,10 @@ func decodeJSON(r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return &httpError{Code: http.StatusBadRequest, Msg: "malformed JSON body", Err: err}
+		return &httperr.Error{Code: http.StatusBadRequest, Msg: "malformed JSON body", Err: err}
 	}
 	if dec.More() {
-		return errorf(http.StatusBadRequest, "malformed JSON body: trailing data")
+		return httperr.Errorf(http.StatusBadRequest, "malformed JSON body: trailing data")
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/hipconnect/hipconnect/internal/httperr"
+
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 )
@@ -49,10 +51,10 @@ func (s *server) install(w http.ResponseWriter, r *http.Request) {
 	var p installPayload
 	err := decodeJSON(r, &p)
 	if err == nil && (p.OAuthID == "" || p.OAuthSecret == "" || p.CapabilitiesURL == "") {
-		err = errorf(http.StatusBadRequest, "oauthId, oauthSecret and capabilitiesUrl are required")
+		err = httperr.Errorf(http.StatusBadRequest, "oauthId, oauthSecret and capabilitiesUrl are required")
 	}
 	if err == nil && (len(p.OAuthID) > 200 || p.RoomID < 0) {
-		err = errorf(http.StatusBadRequest, "invalid oauthId or roomId")
+		err = httperr.Errorf(http.StatusBadRequest, "invalid oauthId or roomId")
 	}
 	if err != nil {
 		s.Metrics.Installs.WithLabelValues("invalid").Inc()
@@ -126,7 +128,7 @@ func (s *server) update(w http.ResponseWriter, r *http.Request) {
 	var p installPayload
 	err := decodeJSON(r, &p)
 	if err == nil && (p.OAuthID == "" || p.CapabilitiesURL == "") {
-		err = errorf(http.StatusBadRequest, "oauthId and capabilitiesUrl are required")
+		err = httperr.Errorf(http.StatusBadRequest, "oauthId and capabilitiesUrl are required")
 	}
 	var inst addon.Installation
 	if err == nil {
@@ -134,7 +136,7 @@ func (s *server) update(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		if o, _ := originOf(p.CapabilitiesURL); o != inst.HipChatOrigin {
-			err = errorf(http.StatusForbidden, "capabilitiesUrl is not on the installation's HipChat server")
+			err = httperr.Errorf(http.StatusForbidden, "capabilitiesUrl is not on the installation's HipChat server")
 		}
 	}
 	var caps hipchat.Capabilities
@@ -175,7 +177,7 @@ func (s *server) uninstall(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
 	if id := r.PathValue("oauthId"); id != a.inst.OAuthID {
 		s.Metrics.Uninstalls.WithLabelValues("forbidden").Inc()
-		s.fail(w, r, errorf(http.StatusForbidden, "JWT does not belong to installation %q", truncate(id, 100)))
+		s.fail(w, r, httperr.Errorf(http.StatusForbidden, "JWT does not belong to installation %q", truncate(id, 100)))
 		return
 	}
 	if err := s.remove(r, a.inst.OAuthID); err != nil {
@@ -205,7 +207,7 @@ func (s *server) uninstalled(w http.ResponseWriter, r *http.Request) {
 	redirect, err := url.Parse(q.Get("redirect_url"))
 	if err != nil || (redirect.Scheme != "https" && redirect.Scheme != "http") || !s.AllowHost(redirect.Hostname()) {
 		s.Metrics.Uninstalls.WithLabelValues("invalid").Inc()
-		s.fail(w, r, errorf(http.StatusBadRequest, "redirect_url must be an http(s) URL on an allowed host"))
+		s.fail(w, r, httperr.Errorf(http.StatusBadRequest, "redirect_url must be an http(s) URL on an allowed host"))
 		return
 	}
 	oauthID, err := s.HipChat.InstallableInfo(r.Context(), q.Get("installable_url"))
@@ -224,7 +226,7 @@ func (s *server) uninstalled(w http.ResponseWriter, r *http.Request) {
 	default:
 		if o, _ := originOf(q.Get("installable_url")); o != inst.HipChatOrigin {
 			s.Metrics.Uninstalls.WithLabelValues("forbidden").Inc()
-			s.fail(w, r, errorf(http.StatusForbidden, "installable_url is not on the installation's HipChat server"))
+			s.fail(w, r, httperr.Errorf(http.StatusForbidden, "installable_url is not on the installation's HipChat server"))
 			return
 		}
 		// HipChat revokes an uninstalled add-on's credentials: if they still
@@ -232,7 +234,7 @@ func (s *server) uninstalled(w http.ResponseWriter, r *http.Request) {
 		_, err := s.HipChat.RequestToken(r.Context(), inst, s.scopes)
 		if err == nil {
 			s.Metrics.Uninstalls.WithLabelValues("conflict").Inc()
-			s.fail(w, r, errorf(http.StatusConflict, "HipChat still accepts the installation's credentials; not removed"))
+			s.fail(w, r, httperr.Errorf(http.StatusConflict, "HipChat still accepts the installation's credentials; not removed"))
 			return
 		}
 		if addon.KindOf(err) != addon.Unauthorized {
@@ -278,20 +280,20 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil:
 	case p.Event != "room_message":
-		err = errorf(http.StatusBadRequest, "unsupported event %q", truncate(p.Event, 40))
+		err = httperr.Errorf(http.StatusBadRequest, "unsupported event %q", truncate(p.Event, 40))
 	case p.Item.Room.ID <= 0 || p.Item.Message.ID == "":
-		err = errorf(http.StatusBadRequest, "item.room.id and item.message.id are required")
+		err = httperr.Errorf(http.StatusBadRequest, "item.room.id and item.message.id are required")
 	case p.OAuthClientID != "" && p.OAuthClientID != a.inst.OAuthID:
-		err = errorf(http.StatusForbidden, "oauth_client_id does not match the JWT issuer")
+		err = httperr.Errorf(http.StatusForbidden, "oauth_client_id does not match the JWT issuer")
 	case !a.inst.CoversRoom(p.Item.Room.ID) || (a.claims.RoomID != 0 && a.claims.RoomID != p.Item.Room.ID):
-		err = errorf(http.StatusForbidden, "room %d is not covered by installation %s", p.Item.Room.ID, a.inst.OAuthID)
+		err = httperr.Errorf(http.StatusForbidden, "room %d is not covered by installation %s", p.Item.Room.ID, a.inst.OAuthID)
 	}
 	cmd, args, ok := s.Commands.Parse(p.Item.Message.Message)
 	if err == nil && (!ok || cmd != name) {
-		err = errorf(http.StatusBadRequest, "message is not a /%s command", truncate(name, 40))
+		err = httperr.Errorf(http.StatusBadRequest, "message is not a /%s command", truncate(name, 40))
 	}
 	if err != nil {
-		code, _ := statusOf(err)
+		code, _ := httperr.Status(err)
 		s.Metrics.Webhooks.WithLabelValues(strings.ToLower(http.StatusText(code))).Inc()
 		s.fail(w, r, err)
 		return
@@ -300,7 +302,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		Command: cmd, Args: args, From: p.Item.Message.From.Name, Received: s.Now().UTC()}
 	if _, isNew, err := s.Store.Enqueue(r.Context(), job); err != nil {
 		s.Metrics.Webhooks.WithLabelValues("error").Inc()
-		s.fail(w, r, &httpError{Code: http.StatusServiceUnavailable, Msg: "could not store the command", Err: err})
+		s.fail(w, r, &httperr.Error{Code: http.StatusServiceUnavailable, Msg: "could not store the command", Err: err})
 		return
 	} else if !isNew {
 		s.Metrics.Webhooks.WithLabelValues("duplicate").Inc()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hipconnect/hipconnect/internal/httperr"
+
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 )
 
@@ -24,7 +26,7 @@ func (s *server) secure(next http.Handler) http.Handler {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
 		if !hostMatches(r.Host, host, port) {
-			s.fail(w, r, errorf(http.StatusMisdirectedRequest, "unknown host %q", truncate(r.Host, 100)))
+			s.fail(w, r, httperr.Errorf(http.StatusMisdirectedRequest, "unknown host %q", truncate(r.Host, 100)))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
@@ -81,7 +83,7 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
 			if p := recover(); p != nil {
 				s.Logger.Error("panic serving request", slog.String("path", r.URL.Path), slog.Any("panic", p))
 				if sw.code == 0 {
-					s.fail(sw, r, errorf(http.StatusInternalServerError, "internal error"))
+					s.fail(sw, r, httperr.Errorf(http.StatusInternalServerError, "internal error"))
 				}
 			}
 			code := sw.code
@@ -103,12 +105,12 @@ func (s *server) requireJWT(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, err := hipchat.ExtractToken(r)
 		if err != nil {
-			s.fail(w, r, &httpError{Code: http.StatusUnauthorized, Msg: "missing or malformed JWT", Err: err})
+			s.fail(w, r, &httperr.Error{Code: http.StatusUnauthorized, Msg: "missing or malformed JWT", Err: err})
 			return
 		}
 		inst, claims, err := s.Verifier.Verify(r.Context(), tok)
 		if err != nil {
-			s.fail(w, r, &httpError{Code: http.StatusUnauthorized, Msg: "invalid JWT", Err: err})
+			s.fail(w, r, &httperr.Error{Code: http.StatusUnauthorized, Msg: "invalid JWT", Err: err})
 			return
 		}
 		h(w, r.WithContext(withAuth(r.Context(), auth{inst: inst, claims: claims})))

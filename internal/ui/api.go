@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/hipconnect/hipconnect/internal/httperr"
+
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/command"
 )
@@ -28,7 +30,7 @@ func (u *UI) api(h func(w http.ResponseWriter, r *http.Request, s session) error
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !isJSON(r) {
-			u.fail(w, r, &httpError{Code: http.StatusUnsupportedMediaType, Msg: "send application/json"}, &s)
+			u.fail(w, r, &httperr.Error{Code: http.StatusUnsupportedMediaType, Msg: "send application/json"}, &s)
 			return
 		}
 		if err := h(w, r, s); err != nil {
@@ -46,10 +48,10 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return &httpError{Code: http.StatusBadRequest, Msg: "malformed JSON body", Err: err}
+		return &httperr.Error{Code: http.StatusBadRequest, Msg: "malformed JSON body", Err: err}
 	}
 	if dec.More() {
-		return &httpError{Code: http.StatusBadRequest, Msg: "malformed JSON body: trailing data"}
+		return &httperr.Error{Code: http.StatusBadRequest, Msg: "malformed JSON body: trailing data"}
 	}
 	return nil
 }
@@ -164,7 +166,7 @@ func (u *UI) post(w http.ResponseWriter, r *http.Request, s session) error {
 		return err
 	}
 	if u.d.Post == nil {
-		return &httpError{Code: http.StatusServiceUnavailable, Msg: "posting to rooms is not available"}
+		return &httperr.Error{Code: http.StatusServiceUnavailable, Msg: "posting to rooms is not available"}
 	}
 	hits, err := u.runSearch(r, spec, req.Term)
 	if err != nil {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
 	"regexp"
 	"strings"
+
+	"github.com/hipconnect/hipconnect/internal/httperr"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
@@ -29,7 +29,7 @@ type session struct {
 // needRoom fails for a session that names no room.
 func (s session) needRoom() error {
 	if s.room <= 0 {
-		return &httpError{Code: http.StatusBadRequest, Msg: "open this from a room: the session names no room"}
+		return &httperr.Error{Code: http.StatusBadRequest, Msg: "open this from a room: the session names no room"}
 	}
 	return nil
 }
@@ -52,23 +52,23 @@ const (
 func (u *UI) authenticate(r *http.Request, mode authMode) (session, error) {
 	if mode == fromHeader {
 		if r.URL.Query().Has("signed_request") {
-			return session{}, &httpError{Code: http.StatusUnauthorized,
+			return session{}, &httperr.Error{Code: http.StatusUnauthorized,
 				Msg: "send the JWT in the Authorization header, not as signed_request"}
 		}
 		if r.Header.Get("Authorization") == "" {
-			return session{}, &httpError{Code: http.StatusUnauthorized, Msg: "no JWT in the Authorization header"}
+			return session{}, &httperr.Error{Code: http.StatusUnauthorized, Msg: "no JWT in the Authorization header"}
 		}
 	}
 	tok, err := hipchat.ExtractToken(r)
 	if err != nil {
-		return session{}, &httpError{Code: http.StatusUnauthorized, Msg: "missing or malformed JWT", Err: err}
+		return session{}, &httperr.Error{Code: http.StatusUnauthorized, Msg: "missing or malformed JWT", Err: err}
 	}
 	inst, claims, err := u.d.Verifier.Verify(r.Context(), tok)
 	switch addon.KindOf(err) {
 	case addon.Unauthorized:
-		return session{}, &httpError{Code: http.StatusUnauthorized, Msg: "invalid or expired JWT", Err: err}
+		return session{}, &httperr.Error{Code: http.StatusUnauthorized, Msg: "invalid or expired JWT", Err: err}
 	case addon.Forbidden:
-		return session{}, &httpError{Code: http.StatusForbidden, Msg: "the room is not covered by the installation", Err: err}
+		return session{}, &httperr.Error{Code: http.StatusForbidden, Msg: "the room is not covered by the installation", Err: err}
 	}
 	if err != nil {
 		return session{}, err
@@ -139,48 +139,6 @@ func (u *UI) frameOrigin(ctx context.Context, r *http.Request, s *session) strin
 	return o
 }
 
-// httpError is an error with its status: Msg is shown, Err is logged.
-type httpError struct {
-	Code int
-	Msg  string
-	Err  error
-}
-
-func (e *httpError) Error() string {
-	if e.Err != nil {
-		return e.Msg + ": " + e.Err.Error()
-	}
-	return e.Msg
-}
-
-func (e *httpError) Unwrap() error { return e.Err }
-
-// statusOf maps an error to its status and client-safe message; it is the
-// one place in this package where error kinds become statuses.
-func statusOf(err error) (int, string) {
-	var he *httpError
-	if errors.As(err, &he) {
-		return he.Code, he.Msg
-	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", mbe.Limit)
-	}
-	code := map[string]int{
-		addon.Invalid:      http.StatusBadRequest,
-		addon.NotFound:     http.StatusNotFound,
-		addon.Unauthorized: http.StatusUnauthorized,
-		addon.Forbidden:    http.StatusForbidden,
-		addon.Conflict:     http.StatusConflict,
-		addon.TooLarge:     http.StatusRequestEntityTooLarge,
-		addon.Unavailable:  http.StatusBadGateway,
-	}[addon.KindOf(err)]
-	if code == 0 {
-		return http.StatusInternalServerError, "internal error"
-	}
-	return code, addon.MessageOf(err)
-}
-
 // wantsJSON reports whether the client asked for JSON (the pages' script
 // does); everything else gets a small HTML page.
 func wantsJSON(r *http.Request) bool {
@@ -206,7 +164,7 @@ func isJSON(r *http.Request) bool {
 // one line without the token (no error text of this code base carries
 // one, and the query string is not logged).
 func (u *UI) fail(w http.ResponseWriter, r *http.Request, err error, s *session) {
-	code, msg := statusOf(err)
+	code, msg := httperr.Status(err)
 	level := slog.LevelWarn
 	if code >= 500 {
 		level = slog.LevelError

@@ -20,6 +20,7 @@
 package hipchattest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -27,12 +28,14 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"mime"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -76,10 +79,41 @@ type Options struct {
 	Scopes []string
 	// GroupID is the HipChat group of every client; default 1.
 	GroupID int64
-	// Now is the fake's clock (token expiry, record times, JWTs); default
-	// time.Now.
+	// Now is the fake's clock (token expiry, record times, JWTs, rate
+	// limit windows); default time.Now.
 	Now func() time.Time
+	// Limits are the rate limits the fake enforces from the start (see
+	// SetLimits); the zero value enforces none.
+	Limits Limits
+	// NoListen makes a fake without a listener, reached only through
+	// Transport (or ServeHTTP): no network I/O at all, so it can live in a
+	// testing/synctest bubble, where a goroutine blocked on the network
+	// would keep the fake clock from moving. Addr is then only its URL's
+	// host (default "hipchattest.invalid").
+	NoListen bool
 }
+
+// Limits are rate limits the fake enforces as sliding windows: at most N
+// in any span of Per. A zero N enforces nothing.
+type Limits struct {
+	// RoomNotifications per RoomPer: the flood control on notifications to
+	// one room (keyed by the path's {id_or_name}, whoever sends them).
+	// Refusals are 429 with X-FloodControl-Limit/Remaining/Reset and
+	// Retry-After.
+	RoomNotifications int
+	RoomPer           time.Duration
+	// TokenRequests per TokenPer: the rate limit on API calls
+	// (notifications and glance updates) made with one access token.
+	// Refusals are 429 with X-Ratelimit-Limit/Remaining/Reset and
+	// Retry-After.
+	TokenRequests int
+	TokenPer      time.Duration
+}
+
+// HipChatLimits are HipChat's documented limits (PROTOCOL.md section 9):
+// 30 notifications per minute per room, 500 API requests per 5 minutes per
+// token.
+var HipChatLimits = Limits{RoomNotifications: 30, RoomPer: time.Minute, TokenRequests: 500, TokenPer: 5 * time.Minute}
 
 // Notification is a room notification the fake accepted.
 type Notification struct {
@@ -105,7 +139,7 @@ type Request struct {
 	Method string
 	Path   string
 	At     time.Time
-	Status int
+	Status int // 0: no answer, the connection was dropped (see Drop)
 }
 
 // Fault is run first on every request; returning true means it answered
@@ -193,6 +227,9 @@ type Server struct {
 	tokens        map[string]grant // access token -> grant
 	editCaps      func(*CapabilitiesDoc)
 	fault         Fault
+	limits        Limits
+	roomWindows   map[string][]time.Time // notification times per room, within limits.RoomPer
+	tokenWindows  map[string][]time.Time // API call times per access token, within limits.TokenPer
 	notifications []Notification
 	glances       []GlanceUpdate
 	requests      []Request
@@ -207,18 +244,29 @@ func New(t testing.TB, opts Options) *Server {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("hipchattest: listen on %s: %v", addr, err)
-	}
-	tcp := ln.Addr().(*net.TCPAddr)
-	ip := tcp.IP
-	if ip.IsUnspecified() {
-		ip = net.IPv4(127, 0, 0, 1)
+	var (
+		ln   net.Listener
+		host string
+		ip   = net.IPv4(127, 0, 0, 1)
+	)
+	if opts.NoListen {
+		host = cmp.Or(opts.Addr, "hipchattest.invalid")
+	} else {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			t.Fatalf("hipchattest: listen on %s: %v", addr, err)
+		}
+		tcp := ln.Addr().(*net.TCPAddr)
+		if !tcp.IP.IsUnspecified() {
+			ip = tcp.IP
+		}
+		host = net.JoinHostPort(ip.String(), strconv.Itoa(tcp.Port))
 	}
 	cs, err := newCerts(ip)
 	if err != nil {
-		_ = ln.Close()
+		if ln != nil {
+			_ = ln.Close()
+		}
 		t.Fatalf("hipchattest: %v", err)
 	}
 
@@ -227,7 +275,7 @@ func New(t testing.TB, opts Options) *Server {
 		now:           opts.Now,
 		groupID:       opts.GroupID,
 		scopes:        slices.Clone(opts.Scopes),
-		url:           "https://" + net.JoinHostPort(ip.String(), strconv.Itoa(tcp.Port)),
+		url:           "https://" + host,
 		certs:         cs,
 		mux:           http.NewServeMux(),
 		served:        make(chan struct{}),
@@ -236,6 +284,9 @@ func New(t testing.TB, opts Options) *Server {
 		clients:       map[string]string{},
 		tokenRequests: map[string]int{},
 		tokens:        map[string]grant{},
+		limits:        opts.Limits,
+		roomWindows:   map[string][]time.Time{},
+		tokenWindows:  map[string][]time.Time{},
 		changed:       make(chan struct{}),
 	}
 	if s.now == nil {
@@ -251,6 +302,11 @@ func New(t testing.TB, opts Options) *Server {
 		s.expiresIn = 3599
 	}
 	s.routes()
+	t.Cleanup(s.Close)
+	if ln == nil {
+		close(s.served)
+		return s
+	}
 	s.srv = &http.Server{
 		Handler:           s,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cs.leaf}, MinVersion: tls.VersionTLS12},
@@ -266,7 +322,6 @@ func New(t testing.TB, opts Options) *Server {
 		defer close(s.served)
 		_ = s.srv.ServeTLS(ln, "", "")
 	}()
-	t.Cleanup(s.Close)
 	return s
 }
 
@@ -289,7 +344,8 @@ func (s *Server) routes() {
 	})
 }
 
-// URL is the fake's base URL, https://ip:port (no trailing slash).
+// URL is the fake's base URL, https://ip:port (no trailing slash); with
+// Options.NoListen, https://host from Options.Addr.
 func (s *Server) URL() string { return s.url }
 
 // CapabilitiesURL is URL()+"/v2/capabilities", the capabilitiesUrl of
@@ -303,8 +359,11 @@ func (s *Server) CAPEM() []byte { return slices.Clone(s.certs.caPEM) }
 func (s *Server) CertPool() *x509.CertPool { return s.certs.pool.Clone() }
 
 // Client returns an HTTP client that trusts the fake's CA (and nothing
-// else) and gives up after 10 s.
+// else) and gives up after 10 s. With Options.NoListen it uses Transport.
 func (s *Server) Client() *http.Client {
+	if s.srv == nil {
+		return &http.Client{Timeout: 10 * time.Second, Transport: s.Transport()}
+	}
 	return &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
@@ -314,12 +373,53 @@ func (s *Server) Client() *http.Client {
 	}
 }
 
+// Transport returns an http.RoundTripper that hands each request straight
+// to the fake's handler in the calling goroutine, whatever its URL's host:
+// no connection, no TLS. A request Drop answers fails with an error, as a
+// dropped connection does.
+func (s *Server) Transport() http.RoundTripper { return transport{s} }
+
+type transport struct{ s *Server }
+
+// errDropped is what Transport returns for a request Drop answered.
+var errDropped = errors.New("hipchattest: connection dropped without an answer")
+
+func (t transport) RoundTrip(req *http.Request) (resp *http.Response, err error) {
+	// The server's view of the request: a clone with the fields a server
+	// sets (the client's is left as it is, as RoundTrip requires).
+	sr := req.Clone(req.Context())
+	sr.RequestURI = req.URL.RequestURI()
+	sr.RemoteAddr = "192.0.2.1:1234"
+	sr.Host = cmp.Or(req.Host, req.URL.Host)
+	if req.Body == nil {
+		sr.Body = http.NoBody
+	}
+	defer func() {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			resp, err = nil, errDropped
+		}
+	}()
+	rec := httptest.NewRecorder()
+	t.s.ServeHTTP(rec, sr)
+	resp = rec.Result()
+	resp.Request = req
+	return resp, nil
+}
+
 // Close stops the fake and wakes anyone waiting on it. It runs by itself
 // when the test ends; calling it more than once is fine.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closed)
-		_ = s.srv.Close()
+		if s.srv != nil {
+			_ = s.srv.Close()
+		}
 		<-s.served
 	})
 }
@@ -411,6 +511,14 @@ func (s *Server) SetCapabilities(edit func(*CapabilitiesDoc)) {
 	s.editCaps = edit
 }
 
+// SetLimits makes the fake enforce l from now on (see Limits); the zero
+// value stops enforcing. Calls counted before stay counted.
+func (s *Server) SetLimits(l Limits) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limits = l
+}
+
 // SetFault installs f to run first on every request; nil removes it.
 func (s *Server) SetFault(f Fault) {
 	s.mu.Lock()
@@ -483,9 +591,9 @@ func (s *Server) wakeLocked() {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	r.Body = http.MaxBytesReader(rec, r.Body, 1<<20)
-	defer func() {
+	defer func() { // also when Drop panics with http.ErrAbortHandler
 		status := rec.status
-		if status == 0 {
+		if status == 0 && !rec.dropped {
 			status = http.StatusOK
 		}
 		s.mu.Lock()
@@ -503,7 +611,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status  int
+	dropped bool // Drop answered: nothing was sent
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -912,6 +1021,22 @@ func limited(prefix, limit string, retryAfter time.Duration, reset time.Time) Fa
 		}
 		writeAPIError(w, http.StatusTooManyRequests, "You have exceeded the rate limit")
 		return true
+	}
+}
+
+// Drop is a Fault that answers nothing: it closes the connection (HTTP/1),
+// resets the stream (HTTP/2), or makes Transport fail, as a HipChat that
+// went away mid-request would. The request log records it with Status 0.
+func Drop() Fault {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.dropped = true
+		}
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+			return true
+		}
+		panic(http.ErrAbortHandler) // net/http drops the stream quietly
 	}
 }
 
