@@ -670,3 +670,41 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Errorf("the log does not say the reload was refused")
 	}
 }
+
+// TestMetricsLint runs Prometheus' own linter over the live /metrics after
+// some traffic. CI installs promtool (Debian's prometheus package); a
+// developer machine without it skips, CI does not.
+func TestMetricsLint(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool not installed: CI must install Debian's prometheus package")
+		}
+		t.Skip("promtool not installed")
+	}
+	d, hc := setup(t)
+	install(t, d, hc, 100)
+	wait(t, hc, 1)
+	// The delivery is counted just after HipChat answered it.
+	for deadline := time.Now().Add(5 * time.Second); d.metric(t, `hipconnect_deliveries_total{outcome="delivered"}`) != "1" &&
+		time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + d.ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"hipconnect_build_info", "hipconnect_installations 1", "hipconnect_installs_total{result=\"ok\"} 1",
+		"hipconnect_deliveries_total{outcome=\"delivered\"} 1", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}

@@ -750,6 +750,73 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, scope string)
 	return g.oauthID, true
 }
 
+// overLimit counts an authorized API call against the limits (Limits): the
+// token's, and for a notification (room != "") the room's. If either is
+// used up it answers 429 itself and counts nothing; otherwise it sets the
+// headers of the limits that apply and counts the call.
+func (s *Server) overLimit(w http.ResponseWriter, r *http.Request, room string) bool {
+	_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	tok = strings.TrimSpace(tok)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, now := s.limits, s.now()
+	type check struct {
+		prefix  string
+		n       int
+		per     time.Duration
+		windows map[string][]time.Time
+		key     string
+	}
+	checks := []check{{"X-Ratelimit", l.TokenRequests, l.TokenPer, s.tokenWindows, tok}}
+	if room != "" {
+		checks = append(checks, check{"X-FloodControl", l.RoomNotifications, l.RoomPer, s.roomWindows, room})
+	}
+	for _, c := range checks {
+		if c.n <= 0 {
+			continue
+		}
+		win := slide(c.windows[c.key], now, c.per)
+		c.windows[c.key] = win
+		if len(win) >= c.n {
+			// The call may go once enough calls have left the window.
+			reset := ceilSecond(win[len(win)-c.n].Add(c.per))
+			limited(c.prefix, strconv.Itoa(c.n), reset.Sub(now), reset)(w, r)
+			return true
+		}
+	}
+	for _, c := range checks {
+		if c.n <= 0 {
+			continue
+		}
+		win := append(c.windows[c.key], now)
+		c.windows[c.key] = win
+		h := w.Header()
+		h.Set(c.prefix+"-Limit", strconv.Itoa(c.n))
+		h.Set(c.prefix+"-Remaining", strconv.Itoa(c.n-len(win)))
+		h.Set(c.prefix+"-Reset", strconv.FormatInt(ceilSecond(win[0].Add(c.per)).Unix(), 10))
+	}
+	return false
+}
+
+// slide returns the times of win (oldest first) still within per of now:
+// a call made at t counts until t+per.
+func slide(win []time.Time, now time.Time, per time.Duration) []time.Time {
+	i := 0
+	for i < len(win) && !win[i].After(now.Add(-per)) {
+		i++
+	}
+	return win[i:]
+}
+
+// ceilSecond rounds t up to a whole second, the resolution of the Reset
+// headers, so that a client waiting until Reset waits long enough.
+func ceilSecond(t time.Time) time.Time {
+	if f := t.Truncate(time.Second); !f.Equal(t) {
+		return f.Add(time.Second)
+	}
+	return t
+}
+
 func isJSON(r *http.Request) bool {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	return mt == "application/json"
@@ -762,6 +829,9 @@ func (s *Server) handleNotification(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	room := r.PathValue("id")
+	if s.overLimit(w, r, room) {
+		return
+	}
 	var roomID int64
 	if n, err := strconv.ParseInt(room, 10, 64); err == nil {
 		if n <= 0 {
@@ -834,7 +904,7 @@ func (s *Server) handleNotification(w http.ResponseWriter, r *http.Request) {
 // is accepted.
 func (s *Server) handleGlance(w http.ResponseWriter, r *http.Request) {
 	owner, ok := s.authorize(w, r, "")
-	if !ok {
+	if !ok || s.overLimit(w, r, "") {
 		return
 	}
 	roomID, err := strconv.ParseInt(r.PathValue("room_id"), 10, 64)
