@@ -81,6 +81,7 @@ type proc struct {
 	ops     string // ops listener address
 	cmd     *exec.Cmd
 	log     *syncBuffer // every process's stderr, appended
+	env     []string    // added to the process's environment (PATH only otherwise)
 	exited  chan struct{}
 }
 
@@ -109,7 +110,7 @@ func newDaemon(t *testing.T, yaml string) *proc {
 func (d *proc) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(binary, "serve", "--config", d.cfgPath)
-	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	d.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)

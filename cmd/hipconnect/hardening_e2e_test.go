@@ -41,7 +41,7 @@ func TestInboundHardening(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	c, k := ca.leaf(t, 1)
 	writePair(t, certFile, keyFile, c, k)
-	listen, redirect, ops := hostPort(t, "127.0.0.1"), hostPort(t, "127.0.0.1"), hostPort(t, "127.0.0.1")
+	listen, redirect, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "https://localhost:" + portOf(t, listen)
 	const maxBody = 4096
 	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
@@ -263,7 +263,7 @@ func TestOutboundOnlyWhatIsAllowed(t *testing.T) {
 	if err := os.WriteFile(caFile, cas, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	listen, ops := hostPort(t, "127.0.0.1"), hostPort(t, "127.0.0.1")
+	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "http://" + listen
 	yaml := fmt.Sprintf(`
 server:

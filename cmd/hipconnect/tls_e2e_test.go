@@ -40,8 +40,8 @@ func startTLSDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *p
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &proc{t: t, cfgPath: cfg, base: base, ops: ops, log: &syncBuffer{}}
-	d.startEnv(env)
+	d := &proc{t: t, cfgPath: cfg, base: base, ops: ops, log: &syncBuffer{}, env: env}
+	d.start()
 	t.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
 		if t.Failed() {
@@ -49,52 +49,6 @@ func startTLSDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *p
 		}
 	})
 	return d
-}
-
-// startEnv is proc.start with env added to the process's environment.
-func (d *proc) startEnv(env []string) {
-	d.t.Helper()
-	if len(env) == 0 {
-		d.start()
-		return
-	}
-	d.cmd = exec.Command(binary, "serve", "--config", d.cfgPath)
-	d.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	d.exited = make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + d.ops + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-d.exited:
-			d.t.Fatalf("hipconnect exited before ready:\n%s", d.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("hipconnect not ready in time:\n%s", d.log.String())
-		}
-	}
-}
-
-// hostPort reserves a port on ip and returns ip:port.
-func hostPort(t *testing.T, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // portOf is the port of addr (host:port).
@@ -316,7 +270,7 @@ func TestACMEWithPebble(t *testing.T) {
 		t.Skipf("localhost does not resolve: %v", err)
 	}
 	ip := addrs[0]
-	listen, redirect, ops := hostPort(t, ip), hostPort(t, ip), hostPort(t, "127.0.0.1")
+	listen, redirect, ops := freePort(t, ip), freePort(t, ip), freePort(t, "127.0.0.1")
 	pebble := pebbletest.Start(t, pebbletest.Options{HTTPPort: portNum(t, redirect), TLSPort: portNum(t, listen)})
 
 	dir := t.TempDir()
@@ -368,7 +322,7 @@ func TestFilesReloadOnSIGHUP(t *testing.T) {
 	c1, k1 := ca.leaf(t, 1001)
 	writePair(t, certFile, keyFile, c1, k1)
 
-	listen, ops := hostPort(t, "127.0.0.1"), hostPort(t, "127.0.0.1")
+	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "https://localhost:" + portOf(t, listen)
 	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
   listen: %s
@@ -433,7 +387,7 @@ func TestFilesReloadOnSIGHUP(t *testing.T) {
 // plain HTTP to https.
 func TestSelfSigned(t *testing.T) {
 	dir := t.TempDir()
-	listen, redirect, ops := hostPort(t, "127.0.0.1"), hostPort(t, "127.0.0.1"), hostPort(t, "127.0.0.1")
+	listen, redirect, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "https://localhost:" + portOf(t, listen)
 	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
   listen: %s
