@@ -124,7 +124,12 @@ func checkHipChats(ctx context.Context, c *checker, cfg *config.Config, allow *a
 		c.fail("%v", err)
 		return
 	}
-	hc := &hipchat.Client{HTTP: client, Allowed: allow.AllowHost, UserAgent: "hipconnect-check/" + version}
+	hipchatHosts, err := allowlist.Parse(cfg.HipChat.AllowedHosts)
+	if err != nil {
+		c.fail("hipchat.allowed_hosts: %v", err)
+		return
+	}
+	hc := &hipchat.Client{HTTP: client, Allowed: hipchatHosts.AllowHost, UserAgent: "hipconnect-check/" + version}
 	for _, u := range urls {
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		caps, err := hc.Capabilities(rctx, u)

@@ -34,6 +34,8 @@ func (e env) serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: serve takes no arguments", errUsage)
 	}
 	logger, level := newLogger(cfg, e.stderr)
+	// Everything the daemon creates (store, key, admin socket) is its own.
+	syscall.Umask(0o077)
 	return daemon.Run(ctx, cfg, daemon.Options{
 		Version: version, Logger: logger, LogLevel: level, Getenv: e.getenv, Reload: e.reload,
 		LoadConfig: func() (*config.Config, error) { return config.Load(path.Value.String(), e.environ) },

@@ -415,6 +415,10 @@ func TestEndToEnd(t *testing.T) {
 		if code == http.StatusOK {
 			t.Fatalf("forged re-install accepted")
 		}
+		// Even proven credentials cannot move an installation to another room.
+		if code, _ := d.do("POST", "/installable", "", hc.InstallPayload(id, secret, 0)); code != http.StatusConflict {
+			t.Errorf("re-install as a global installation = %d, want 409", code)
+		}
 		before := len(hc.Notifications())
 		command("m-still", "/echo still mine")
 		if got := wait(t, hc, before+1); got[before].Body.Message != "still mine" {
@@ -465,6 +469,12 @@ func TestEndToEnd(t *testing.T) {
 		if code, _ := d.do("DELETE", "/installable/"+id, hc.JWT(other, otherSecret, 200, time.Minute), nil); code != http.StatusForbidden {
 			t.Errorf("DELETE with another installation's JWT = %d, want 403", code)
 		}
+		// A page JWT of any room member is valid too: while HipChat still
+		// knows the client, it is not an uninstall.
+		if code, _ := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusConflict {
+			t.Errorf("DELETE of a live installation = %d, want 409", code)
+		}
+		hc.RemoveClient(id) // HipChat uninstalls
 		if code, body := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusNoContent {
 			t.Fatalf("DELETE = %d %s", code, body)
 		}
@@ -571,6 +581,18 @@ func TestInstallRefused(t *testing.T) {
 		}
 		if n := offList.TokenRequests(id); n != 0 || len(offList.Requests()) != 0 {
 			t.Errorf("the secret was sent to a host off the allowlist")
+		}
+	})
+	t.Run("tokenUrl on another allowed host", func(t *testing.T) {
+		// The blog is allowed (it is a search backend), but no place for
+		// an installation's credentials.
+		id, secret := hc.NewClient()
+		hc.SetCapabilities(func(doc *hipchattest.CapabilitiesDoc) {
+			doc.Capabilities.OAuth2Provider.TokenURL = "http://127.0.0.4:1/token"
+		})
+		defer hc.SetCapabilities(nil)
+		if code, _ := d.do("POST", "/installable", "", hc.InstallPayload(id, secret, 1)); code != http.StatusForbidden {
+			t.Errorf("install with tokenUrl on the search host = %d, want 403", code)
 		}
 	})
 	t.Run("links.self mismatch", func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/outbound"
 )
 
 // Kinds of command.
@@ -209,7 +210,7 @@ func (r *Runner) fetch(ctx context.Context, spec Spec, term string) ([]Hit, erro
 	req.Header.Set("Accept", "application/json")
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("search backend: %w", err)
+		return nil, fmt.Errorf("search backend: %w", outbound.Redact(err)) // no search term or key in logs
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -215,7 +215,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		return fmt.Errorf("daemon: register tls metrics: %w", err)
 	}
 
-	hc := &hipchat.Client{HTTP: client, Allowed: allow.AllowHost, UserAgent: "hipconnect/" + o.Version, Now: o.Now}
+	// HipChat calls (and uninstall redirects) may only go to the HipChat
+	// hosts: the search and ACME hosts the outbound client also allows are
+	// no place for an installation's credentials.
+	hipchatHosts, err := allowlist.Parse(cfg.HipChat.AllowedHosts)
+	if err != nil {
+		return fmt.Errorf("daemon: hipchat.allowed_hosts: %w", err)
+	}
+	hc := &hipchat.Client{HTTP: client, Allowed: hipchatHosts.AllowHost, UserAgent: "hipconnect/" + o.Version, Now: o.Now}
 	tokens := hipchat.NewTokens(hc, db, Scopes, time.Minute)
 	runner := command.New(client, cfg.Addon.Name, Commands(cfg))
 	verifier := &hipchat.Verifier{Store: db, Now: o.Now}
@@ -265,6 +272,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 				m.Delivery.Observe(o.Now().Sub(j.Received).Seconds())
 			}
 		},
+		// A search also pushes the room's glance (ui.AfterSearch): two
+		// requests under the installation's token, both paced.
+		Requests: func(j addon.Job) int {
+			if spec, ok := runner.Spec(j.Command); ok && j.Reply == nil && spec.Kind != command.KindEcho && j.Args != "" {
+				return 2
+			}
+			return 1
+		},
 		RetryAfter: func(err error, attempt int) (time.Duration, bool) { return retryAfter(err, attempt, o.Now()) },
 		Grace:      cfg.Server.ShutdownGrace,
 		Logger:     log,
@@ -275,11 +290,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		BaseURL: base, Descriptor: desc, Store: st, HipChat: hc, Verifier: verifier,
 		UI: pages.Handler(), UIPaths: ui.Paths(),
 		Commands: runner, Wake: dispatcher.Wake, Metrics: m, Logger: log,
-		AllowHost: allow.AllowHost, MaxBodyBytes: cfg.Server.MaxBodyBytes, Now: o.Now,
+		AllowHost: hipchatHosts.AllowHost, MaxBodyBytes: cfg.Server.MaxBodyBytes, Now: o.Now,
 	})
 	var ready atomic.Bool
+	tlsOff := cfg.TLS.Mode == tlsmgr.ModeOff // cfg changes on reload: read it here
 	ops := httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: db.Ping, Pprof: cfg.Server.Pprof,
-		Ready: func() bool { return ready.Load() && (cfg.TLS.Mode == tlsmgr.ModeOff || certs.Leaf() != nil) }})
+		Ready: func() bool { return ready.Load() && (tlsOff || certs.Leaf() != nil) }})
 
 	admin := httpapi.NewAdmin(httpapi.AdminDeps{Store: st, Outbox: db, Backup: db.Backup, CAPEM: certs.CAPEM})
 

@@ -41,10 +41,15 @@ type Options struct {
 	// zero values mean RoomLimit and TokenLimit, N < 0 no pacing.
 	RoomLimit  Limit
 	TokenLimit Limit
-	Workers    int           // concurrent deliveries; default 8
-	Grace      time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Requests, when set, returns how many API requests under the
+	// installation's token an attempt at j may make: its notification,
+	// plus what its command sends on the way (a search updates the room's
+	// glance). TokenLimit counts that many (at most its N); nil counts 1.
+	Requests func(j addon.Job) int
+	Workers  int           // concurrent deliveries; default 8
+	Grace    time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Dispatcher delivers stored jobs. Jobs of one room (one installation and
@@ -115,6 +120,13 @@ type result struct {
 	room    string
 	outcome string
 	wait    time.Duration
+	// Pacing: when the delivery started, its slots in the room's and the
+	// token's windows, and when its attempt was over (zero: nothing was
+	// sent).
+	started  time.Time
+	roomSlot int
+	tokSlots []int
+	sent     time.Time
 }
 
 // Run delivers jobs until ctx ends, then waits up to Grace for deliveries in
@@ -149,6 +161,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case r := <-done:
 			inflight--
 			delete(busy, r.room)
+			if !r.sent.IsZero() {
+				pace.settle(r.room, r.roomSlot, r.started, r.sent)
+				for _, slot := range r.tokSlots {
+					pace.settle(r.job.OAuthID, slot, r.started, r.sent)
+				}
+			}
 			if r.outcome == Retry {
 				notBefore[r.job.ID] = d.o.Now().Add(r.wait)
 			} else {
@@ -199,9 +217,13 @@ func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[
 		if busy[room] {
 			continue
 		}
+		requests := 1
+		if d.o.Requests != nil {
+			requests = max(d.o.Requests(j), 1)
+		}
 		at, ok := notBefore[j.ID]
 		if !ok || !now.Before(at) {
-			at = now.Add(max(pace.wait(room, d.o.RoomLimit, now), pace.wait(j.OAuthID, d.o.TokenLimit, now)))
+			at = now.Add(max(pace.wait(room, d.o.RoomLimit, now), pace.waitN(j.OAuthID, d.o.TokenLimit, now, requests)))
 		}
 		if now.Before(at) {
 			if next.IsZero() || at.Before(next) {
@@ -209,11 +231,18 @@ func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[
 			}
 			continue
 		}
-		pace.take(room, d.o.RoomLimit, now)
-		pace.take(j.OAuthID, d.o.TokenLimit, now)
+		roomSlot := pace.take(room, d.o.RoomLimit, now)
+		var tokSlots []int
+		for range min(requests, max(d.o.TokenLimit.N, 1)) {
+			tokSlots = append(tokSlots, pace.take(j.OAuthID, d.o.TokenLimit, now))
+		}
 		busy[room] = true
 		*inflight++
-		go func() { done <- d.deliver(ctx, j, room) }()
+		go func() {
+			r := d.deliver(ctx, j, room)
+			r.started, r.roomSlot, r.tokSlots = now, roomSlot, tokSlots
+			done <- r
+		}()
 		if *inflight >= d.o.Workers {
 			break
 		}
@@ -230,6 +259,7 @@ func (d *Dispatcher) deliver(ctx context.Context, j addon.Job, room string) resu
 		r.outcome = Dropped
 	} else if err == nil {
 		err = d.attempt(ctx, inst, j, log)
+		r.sent = d.o.Now() // HipChat got the request, if at all, by now
 	}
 	store := context.WithoutCancel(ctx) // record the outcome even while shutting down
 	var serr error

@@ -1,6 +1,9 @@
 package delivery
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Limit is a rate: at most N events in any window of length Per.
 type Limit struct {
@@ -17,14 +20,32 @@ var (
 	TokenLimit = Limit{N: 500, Per: 5 * time.Minute}
 )
 
-// window is a sliding-window counter: the times of the last N events.
+// window is a sliding-window counter: the times of the last N events, in
+// no particular order (settle moves a time later).
 type window struct {
-	times []time.Time // ring buffer, oldest at next once full
-	next  int
+	times []time.Time
+}
+
+// oldest returns the index of the earliest time of w.
+func (w *window) oldest() int {
+	i := 0
+	for j, t := range w.times {
+		if t.Before(w.times[i]) {
+			i = j
+		}
+	}
+	return i
 }
 
 // pacer keeps hipconnect under HipChat's limits by itself, so that 429s
 // are not the way it learns about them. It is used by one goroutine.
+//
+// An event is taken when a delivery starts, so that deliveries in flight
+// hold their place, and settled when the attempt is over: its request
+// reached HipChat somewhere in between, after the command ran (a search
+// may take seconds), and HipChat counts it from then. Counting it from
+// the end of the attempt, never earlier, keeps every window at least as
+// wide as HipChat's.
 type pacer struct {
 	w map[string]*window
 }
@@ -34,24 +55,37 @@ func newPacer() *pacer { return &pacer{w: map[string]*window{}} }
 // wait returns zero if an event under key may happen at now under l, or
 // how long until it may.
 func (p *pacer) wait(key string, l Limit, now time.Time) time.Duration {
+	return p.waitN(key, l, now, 1)
+}
+
+// waitN is wait for n events at once (n is capped at l.N).
+func (p *pacer) waitN(key string, l Limit, now time.Time, n int) time.Duration {
 	if l.N <= 0 {
 		return 0
 	}
 	w := p.w[key]
-	if w == nil || len(w.times) < l.N {
+	n = min(n, l.N)
+	if w == nil || len(w.times)+n <= l.N {
 		return 0
 	}
-	oldest := w.times[w.next]
-	if d := oldest.Add(l.Per).Sub(now); d > 0 {
+	// The events that must leave the window first: the oldest ones.
+	var until time.Time
+	if leave := len(w.times) + n - l.N; leave == 1 {
+		until = w.times[w.oldest()]
+	} else {
+		until = slices.SortedFunc(slices.Values(w.times), time.Time.Compare)[leave-1]
+	}
+	if d := until.Add(l.Per).Sub(now); d > 0 {
 		return d
 	}
 	return 0
 }
 
-// take records an event under key at now.
-func (p *pacer) take(key string, l Limit, now time.Time) {
+// take records an event under key at now, in place of the oldest once N
+// are recorded, and returns its slot for settle (-1 when l paces nothing).
+func (p *pacer) take(key string, l Limit, now time.Time) int {
 	if l.N <= 0 {
-		return
+		return -1
 	}
 	w := p.w[key]
 	if w == nil {
@@ -60,17 +94,34 @@ func (p *pacer) take(key string, l Limit, now time.Time) {
 	}
 	if len(w.times) < l.N {
 		w.times = append(w.times, now)
+		return len(w.times) - 1
+	}
+	i := w.oldest()
+	w.times[i] = now
+	return i
+}
+
+// settle moves the event taken in slot at time at to end, when it is later.
+// An event no longer there (forgotten, or replaced: only after l.Per, far
+// longer than an attempt lasts) is left alone.
+func (p *pacer) settle(key string, slot int, at, end time.Time) {
+	w := p.w[key]
+	if w == nil || slot < 0 || slot >= len(w.times) || !w.times[slot].Equal(at) || !end.After(at) {
 		return
 	}
-	w.times[w.next] = now
-	w.next = (w.next + 1) % l.N
+	w.times[slot] = end
 }
 
 // forget drops windows whose newest event is older than per: they no
 // longer limit anything.
 func (p *pacer) forget(now time.Time, per time.Duration) {
 	for k, w := range p.w {
-		newest := w.times[(w.next+len(w.times)-1)%len(w.times)]
+		newest := w.times[0]
+		for _, t := range w.times {
+			if t.After(newest) {
+				newest = t
+			}
+		}
 		if now.Sub(newest) > per {
 			delete(p.w, k)
 		}

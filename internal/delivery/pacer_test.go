@@ -41,6 +41,131 @@ func TestPacerWindow(t *testing.T) {
 	}
 }
 
+func TestPacerSettle(t *testing.T) {
+	p := newPacer()
+	l := Limit{N: 2, Per: time.Minute}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := p.take("r", l, t0)
+	b := p.take("r", l, t0.Add(time.Second))
+	// The first event's request went out 5 s after it was taken (a slow
+	// command): it counts from then.
+	p.settle("r", a, t0, t0.Add(5*time.Second))
+	if got, want := p.wait("r", l, t0.Add(2*time.Second)), 59*time.Second; got != want {
+		t.Errorf("wait %v, want %v (the 2nd event is now the oldest)", got, want)
+	}
+	c := p.take("r", l, t0.Add(time.Minute+time.Second)) // replaces the oldest: b
+	if c != b {
+		t.Errorf("take used slot %d, want %d (the oldest event's)", c, b)
+	}
+	if got, want := p.wait("r", l, t0.Add(time.Minute+time.Second)), 4*time.Second; got != want {
+		t.Errorf("wait %v, want %v (until the settled event leaves)", got, want)
+	}
+	// A stale settle (the slot holds another event now) changes nothing.
+	p.settle("r", b, t0.Add(time.Second), t0.Add(time.Hour))
+	if got, want := p.wait("r", l, t0.Add(time.Minute+time.Second)), 4*time.Second; got != want {
+		t.Errorf("after a stale settle: wait %v, want %v", got, want)
+	}
+	if got := p.take("r", Limit{}, t0); got != -1 {
+		t.Errorf("take without a limit = %d, want -1", got)
+	}
+}
+
+// TestPacingCountsFromTheRequest: the first command takes 5 s to run, so
+// its notification reaches HipChat 5 s after its delivery started. HipChat
+// counts it from then: the 31st notification must not go before a minute
+// after that.
+func TestPacingCountsFromTheRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := newMemStore("a")
+		for i := range 31 {
+			db.add(addon.Job{OAuthID: "a", RoomID: 1, MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
+		}
+		var mu sync.Mutex
+		var sent []time.Time // when HipChat got each notification
+		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+			if n.Message == "0" {
+				time.Sleep(5 * time.Second)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			sent = append(sent, time.Now())
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		d := New(Options{Store: db, Run: echo, Send: send})
+		start := time.Now()
+		go func() { _ = d.Run(ctx) }()
+		time.Sleep(2 * time.Minute)
+		cancel()
+		synctest.Wait()
+		if len(sent) != 31 {
+			t.Fatalf("sent %d, want 31", len(sent))
+		}
+		if got, want := sent[30].Sub(start), time.Minute+5*time.Second; got != want {
+			t.Errorf("31st send after %v, want %v (a minute after HipChat got the 1st)", got, want)
+		}
+	})
+}
+
+func TestPacerWaitN(t *testing.T) {
+	p := newPacer()
+	l := Limit{N: 4, Per: time.Minute}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		p.take("k", l, t0.Add(time.Duration(i)*time.Second))
+	}
+	now := t0.Add(10 * time.Second)
+	for _, tt := range []struct {
+		n    int
+		want time.Duration
+	}{
+		{1, 0},                // one slot left
+		{2, 50 * time.Second}, // the 1st event must leave
+		{3, 51 * time.Second}, // the 1st and 2nd
+		{9, 52 * time.Second}, // capped at N: all three
+	} {
+		if got := p.waitN("k", l, now, tt.n); got != tt.want {
+			t.Errorf("waitN(%d) = %v, want %v", tt.n, got, tt.want)
+		}
+	}
+}
+
+// TestPacingCountsEveryRequest: each job's attempt makes two requests
+// under the token (a search's reply and glance update); 300 jobs over 20
+// rooms must not make more than 500 requests in 5 minutes.
+func TestPacingCountsEveryRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := newMemStore("a")
+		for i := range 300 {
+			db.add(addon.Job{OAuthID: "a", RoomID: int64(i%20 + 1), MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
+		}
+		var mu sync.Mutex
+		var sent []time.Time
+		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sent = append(sent, time.Now())
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		d := New(Options{Store: db, Run: echo, Send: send, Requests: func(addon.Job) int { return 2 }})
+		start := time.Now()
+		go func() { _ = d.Run(ctx) }()
+		time.Sleep(6 * time.Minute)
+		cancel()
+		synctest.Wait()
+		if len(sent) != 300 {
+			t.Fatalf("sent %d, want 300", len(sent))
+		}
+		if got, want := sent[250].Sub(start), 5*time.Minute; got != want {
+			t.Errorf("the 251st job went after %v, want %v (250 jobs are 500 requests)", got, want)
+		}
+		if got := sent[249].Sub(start); got != 0 {
+			t.Errorf("the 250th job went after %v, want at once", got)
+		}
+	})
+}
+
 // TestPacingUnderHipChatLimits runs the dispatcher on a fake clock
 // (testing/synctest): 75 commands for one room go out at no more than 30
 // per minute, and the token's 500 per 5 minutes holds across rooms.

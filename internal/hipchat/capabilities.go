@@ -103,7 +103,7 @@ func (c *Client) Capabilities(ctx context.Context, capabilitiesURL string) (Capa
 	if caps.TokenURL == "" {
 		return Capabilities{}, opError(op, addon.Errorf(addon.Invalid, "the capabilities document has no oauth2Provider.tokenUrl"))
 	}
-	if _, err := c.checkURL("token url", caps.TokenURL); err != nil {
+	if err := c.checkSameOrigin("token url", caps.TokenURL, caps.Origin); err != nil {
 		return Capabilities{}, opError(op, err)
 	}
 
@@ -114,13 +114,29 @@ func (c *Client) Capabilities(ctx context.Context, capabilitiesURL string) (Capa
 	if caps.APIURL == "" {
 		return Capabilities{}, opError(op, addon.Errorf(addon.Invalid, "the capabilities document has no hipchatApiProvider.url"))
 	}
-	if _, err := c.checkURL("api url", caps.APIURL); err != nil {
+	if err := c.checkSameOrigin("api url", caps.APIURL, caps.Origin); err != nil {
 		return Capabilities{}, opError(op, err)
 	}
 	if !strings.HasSuffix(caps.APIURL, "/") {
 		caps.APIURL += "/"
 	}
 	return caps, nil
+}
+
+// checkSameOrigin checks raw like checkURL and also that it is on origin,
+// the capabilities document's own server: the credentials are sent to the
+// token URL, so a document must not be able to send them to another host,
+// even one on the allowlist (HipChat Server serves all three from its own
+// host).
+func (c *Client) checkSameOrigin(what, raw, origin string) error {
+	u, err := c.checkURL(what, raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme+"://"+u.Host != origin {
+		return addon.Errorf(addon.Forbidden, "%s is not on the capabilities document's server %s", what, origin)
+	}
+	return nil
 }
 
 // scopeIDs reads availableScopes in either shape seen in public material:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/outbound"
 )
 
 // maxResponseBytes caps every response body the client reads from HipChat.
@@ -113,6 +114,13 @@ func transportError(ctx context.Context, err error) error {
 	var ae *addon.Error
 	if errors.As(err, &ae) {
 		return ae
+	}
+	err = outbound.Redact(err) // the URL's query may carry a token
+	switch {
+	case errors.Is(err, outbound.ErrForbiddenHost):
+		return addon.Wrap(addon.Forbidden, err, "hipchat host refused by the allowlist at connection time")
+	case errors.Is(err, outbound.ErrResponseTooLarge):
+		return addon.Wrap(addon.TooLarge, err, "hipchat's answer is too large")
 	}
 	return addon.Wrap(addon.Unavailable, err, "hipchat is unreachable")
 }

@@ -3,6 +3,8 @@ package hipchat
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,6 +15,11 @@ import (
 
 // maxTokenLife bounds the lifetime RequestToken believes expires_in.
 const maxTokenLife = 24 * time.Hour
+
+// ErrInvalidClient is in the chain of RequestToken's error when HipChat
+// answered 401: it does not know the OAuth client (any more). It is how an
+// uninstall is confirmed, as opposed to a 400 for a bad request.
+var ErrInvalidClient = errors.New("hipchat does not know the oauth client")
 
 // RequestToken asks HipChat for an access token for inst with the client
 // credentials grant (PROTOCOL.md section 4): POST inst.TokenURL with HTTP
@@ -60,10 +67,14 @@ func (c *Client) RequestToken(ctx context.Context, inst addon.Installation, scop
 
 	switch {
 	case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized:
+		err := peerError(resp.StatusCode, body, inst.OAuthSecret)
+		if resp.StatusCode == http.StatusUnauthorized {
+			err = fmt.Errorf("%w: %w", ErrInvalidClient, err)
+		}
 		return addon.Token{}, opError(op, &addon.Error{
 			Kind: addon.Unauthorized,
 			Msg:  "hipchat refused the credentials",
-			Err:  peerError(resp.StatusCode, body, inst.OAuthSecret),
+			Err:  err,
 		})
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		return addon.Token{}, opError(op, &addon.Error{

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -90,6 +91,12 @@ func (s *server) verifyInstall(r *http.Request, p installPayload) (addon.Install
 		HipChatOrigin: origin, InstalledAt: now, UpdatedAt: now,
 	}
 	if old, err := s.Store.Installation(ctx, p.OAuthID); err == nil {
+		// A re-install may renew the secret, proven below, but not move the
+		// installation to another server, group or room.
+		if old.HipChatOrigin != origin || old.GroupID != p.GroupID || old.RoomID != p.RoomID {
+			return addon.Installation{}, addon.Errorf(addon.Conflict,
+				"installation %s exists for another HipChat server, group or room", truncate(p.OAuthID, 100))
+		}
 		inst.InstalledAt = old.InstalledAt
 	} else if !addon.IsNotFound(err) {
 		return addon.Installation{}, err
@@ -180,11 +187,35 @@ func (s *server) uninstall(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, httperr.Errorf(http.StatusForbidden, "JWT does not belong to installation %q", truncate(id, 100)))
 		return
 	}
+	// Any user's page JWT of the installation would pass requireJWT: only
+	// HipChat's word that the client is gone makes this an uninstall.
+	if err := s.confirmUninstalled(r, a.inst); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.remove(r, a.inst.OAuthID); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// confirmUninstalled asks HipChat whether inst was uninstalled: HipChat
+// revokes an uninstalled add-on's OAuth client, so its credentials must be
+// refused with 401. Credentials that still work mean the installation is
+// alive and the request is not HipChat's (409).
+func (s *server) confirmUninstalled(r *http.Request, inst addon.Installation) error {
+	_, err := s.HipChat.RequestToken(r.Context(), inst, s.scopes)
+	switch {
+	case err == nil:
+		s.Metrics.Uninstalls.WithLabelValues("conflict").Inc()
+		return httperr.Errorf(http.StatusConflict, "HipChat still accepts the installation's credentials; not removed")
+	case errors.Is(err, hipchat.ErrInvalidClient):
+		return nil
+	default:
+		s.Metrics.Uninstalls.WithLabelValues(addon.KindOf(err)).Inc()
+		return fmt.Errorf("uninstall: confirm with HipChat: %w", err)
+	}
 }
 
 // remove deletes an installation and everything stored for it.
@@ -229,17 +260,8 @@ func (s *server) uninstalled(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, httperr.Errorf(http.StatusForbidden, "installable_url is not on the installation's HipChat server"))
 			return
 		}
-		// HipChat revokes an uninstalled add-on's credentials: if they still
-		// work, the installation is alive and this request is not HipChat's.
-		_, err := s.HipChat.RequestToken(r.Context(), inst, s.scopes)
-		if err == nil {
-			s.Metrics.Uninstalls.WithLabelValues("conflict").Inc()
-			s.fail(w, r, httperr.Errorf(http.StatusConflict, "HipChat still accepts the installation's credentials; not removed"))
-			return
-		}
-		if addon.KindOf(err) != addon.Unauthorized {
-			s.Metrics.Uninstalls.WithLabelValues(addon.KindOf(err)).Inc()
-			s.fail(w, r, fmt.Errorf("uninstall: confirm with HipChat: %w", err))
+		if err := s.confirmUninstalled(r, inst); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 		if err := s.remove(r, oauthID); err != nil {

@@ -99,6 +99,26 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
 	})
 }
 
+// maxOutboundRequests caps the unauthenticated requests that make the
+// daemon call HipChat (install, update, uninstall) in flight at once, so
+// the appliance cannot be used to flood a HipChat server.
+const maxOutboundRequests = 16
+
+// limited answers 503 with Retry-After when maxOutboundRequests requests of
+// the routes it wraps are already in flight.
+func (s *server) limited(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.outboundSlots <- struct{}{}:
+			defer func() { <-s.outboundSlots }()
+			h(w, r)
+		default:
+			w.Header().Set("Retry-After", "5")
+			s.fail(w, r, httperr.Errorf(http.StatusServiceUnavailable, "busy with other installs; retry shortly"))
+		}
+	}
+}
+
 // requireJWT admits a request only with a valid JWT of a stored
 // installation (PROTOCOL.md section 5) and puts it in the context.
 func (s *server) requireJWT(h http.HandlerFunc) http.HandlerFunc {

@@ -43,6 +43,7 @@ type server struct {
 	Deps
 	descriptorJSON []byte
 	scopes         []string
+	outboundSlots  chan struct{} // see limited
 }
 
 // NewServer returns the public handler.
@@ -54,6 +55,7 @@ func NewServer(d Deps) http.Handler {
 		Deps:           d,
 		descriptorJSON: d.Descriptor.JSON(),
 		scopes:         d.Descriptor.Capabilities.HipchatAPIConsumer.Scopes,
+		outboundSlots:  make(chan struct{}, maxOutboundRequests),
 	}
 	return s.routes()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
@@ -47,7 +48,7 @@ func seenKey(oauthID, messageID string) []byte {
 // refused with an Unavailable error and nothing is stored; a duplicate is
 // still answered (not new, no error). Enqueue is durable when it returns nil:
 // concurrent calls share one transaction and one fsync (bolt's Batch), which
-// costs a single caller up to bolt's MaxBatchDelay (10ms) of latency.
+// costs a single caller up to Options.BatchDelay of latency.
 func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
 	if err := checkOAuthID(j.OAuthID); err != nil {
 		return addon.Job{}, false, err
@@ -151,20 +152,87 @@ func errFull(oauthID string, pending uint64) error {
 }
 
 // Pending returns up to limit stored jobs in ID order; limit <= 0 means all.
+//
+// The dispatcher calls it on every wake, so the jobs it decoded last time
+// are kept (see pendingCache) and reused while their stored bytes are the
+// same: a job is decoded once, not once per call.
 func (d *DB) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
 	var out []addon.Job
 	err := d.view(ctx, "pending", func(tx *bolt.Tx) error {
+		pc := &d.pending
+		pc.mu.Lock()
+		defer pc.mu.Unlock()
+		pc.gen++
+		// Sized by the last call: the outbox changes little between two.
+		out = make([]addon.Job, 0, len(pc.jobs)+16)
 		c := bucket(tx, bucketJobs).Cursor()
 		for k, v := c.First(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			var j addon.Job
-			if err := decode(v, &j); err != nil {
+			j, err := pc.decode(k, v)
+			if err != nil {
 				return fmt.Errorf("job %x: %w", k, err)
 			}
 			out = append(out, j)
 		}
+		pc.sweep()
 		return nil
 	})
 	return out, err
+}
+
+// pendingCache holds the decoded form of the jobs the last Pending call
+// returned, by ID, with the bytes they were decoded from. An entry is used
+// only while the stored value is byte for byte the same (a rewritten job,
+// e.g. by RecordAttempt, is decoded afresh), so it needs no invalidation;
+// entries a call did not see are dropped, so it holds at most one call's
+// jobs.
+type pendingCache struct {
+	mu   sync.Mutex
+	gen  uint64
+	jobs map[uint64]*cachedJob
+}
+
+type cachedJob struct {
+	raw []byte
+	job addon.Job
+	gen uint64
+}
+
+// decode returns the job stored as v under key k.
+func (pc *pendingCache) decode(k, v []byte) (addon.Job, error) {
+	if len(k) != 8 {
+		var j addon.Job
+		err := decode(v, &j)
+		return j, err
+	}
+	id := binary.BigEndian.Uint64(k)
+	cj := pc.jobs[id]
+	if cj == nil || !bytes.Equal(cj.raw, v) {
+		var j addon.Job
+		if err := decode(v, &j); err != nil {
+			return addon.Job{}, err
+		}
+		if pc.jobs == nil {
+			pc.jobs = map[uint64]*cachedJob{}
+		}
+		cj = &cachedJob{raw: bytes.Clone(v), job: j}
+		pc.jobs[id] = cj
+	}
+	cj.gen = pc.gen
+	j := cj.job
+	if j.Reply != nil { // the caller gets its own copy
+		r := *j.Reply
+		j.Reply = &r
+	}
+	return j, nil
+}
+
+// sweep drops the entries the current call did not see.
+func (pc *pendingCache) sweep() {
+	for id, cj := range pc.jobs {
+		if cj.gen != pc.gen {
+			delete(pc.jobs, id)
+		}
+	}
 }
 
 // Complete removes a delivered (or given-up) job and frees its slot in its

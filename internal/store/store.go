@@ -95,7 +95,19 @@ type Options struct {
 	// of a new job for an installation that already has this many pending
 	// jobs fails with an Unavailable error. Zero means unlimited.
 	MaxPendingPerInstallation int
+	// BatchDelay is how long a batched write (Enqueue, Complete,
+	// RecordAttempt, Bury) waits for others to share its commit and fsync
+	// (bolt's MaxBatchDelay): the latency a lone write pays for the
+	// throughput of many. Zero means DefaultBatchDelay; negative means
+	// none: a write commits with whatever other writes arrived meanwhile.
+	BatchDelay time.Duration
 }
+
+// DefaultBatchDelay is Options.BatchDelay's default, chosen with
+// cmd/hipconnect-load (docs/performance.md): bolt's own 10ms made a lone
+// command wait 10ms twice (its enqueue, then its completion) and capped
+// the dispatcher's eight workers at 8 deliveries per 10ms.
+const DefaultBatchDelay = time.Millisecond
 
 // DB is an open hipconnect store. Every method is safe for concurrent use.
 type DB struct {
@@ -106,6 +118,7 @@ type DB struct {
 	maxPending int
 	warnings   []string
 	certs      *certStorage
+	pending    pendingCache // jobs Pending decoded, reused while unchanged
 }
 
 var _ addon.Store = (*DB)(nil)
@@ -194,6 +207,7 @@ func Open(path string, o Options) (*DB, error) {
 			"%s was rewritten (compacted) so no plaintext secret stays in its free pages; "+
 				"backups made before hold the secrets in plaintext: replace them", path))
 	}
+	d.setBatchDelay(o.BatchDelay)
 	return d, nil
 }
 
@@ -413,6 +427,18 @@ func (d *DB) update(ctx context.Context, op string, fn func(*bolt.Tx) error) err
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	return wrapErr(op, d.db.Update(fn))
+}
+
+// setBatchDelay sets bolt's MaxBatchDelay from Options.BatchDelay; Open
+// calls it last, on the file it ends up with (compaction replaces it).
+func (d *DB) setBatchDelay(delay time.Duration) {
+	switch {
+	case delay == 0:
+		delay = DefaultBatchDelay
+	case delay < 0:
+		delay = 0
+	}
+	d.db.MaxBatchDelay = delay
 }
 
 // batch runs fn through bolt's Batch, which coalesces concurrent callers

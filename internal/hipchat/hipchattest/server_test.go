@@ -2,7 +2,9 @@ package hipchattest_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -373,5 +375,128 @@ func TestPayloads(t *testing.T) {
 	}
 	if tok := s.JWT("id", "sec", 7, time.Minute); strings.Count(tok, ".") != 2 {
 		t.Errorf("JWT = %q", tok)
+	}
+}
+
+func TestDropAnswersNothing(t *testing.T) {
+	s := hipchattest.New(t, hipchattest.Options{})
+	s.SetFault(hipchattest.Drop())
+	http1 := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CertPool()}}}
+	clients := []struct {
+		name   string
+		client *http.Client
+	}{
+		{"HTTP/2 (stream reset)", s.Client()},
+		{"HTTP/1.1 (connection closed)", http1},
+	}
+	for _, c := range clients {
+		resp, err := c.client.Get(s.URL() + hipchattest.PathCapabilities)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("%s: got %d, want no answer", c.name, resp.StatusCode)
+		}
+	}
+	inproc := hipchattest.New(t, hipchattest.Options{NoListen: true})
+	inproc.SetFault(hipchattest.Drop())
+	if resp, err := inproc.Client().Get(inproc.URL() + hipchattest.PathCapabilities); err == nil {
+		resp.Body.Close()
+		t.Errorf("Transport: got %d, want an error", resp.StatusCode)
+	}
+	for _, srv := range []*hipchattest.Server{s, inproc} {
+		for _, r := range srv.Requests() {
+			if r.Status != 0 {
+				t.Errorf("request log: status %d, want 0 (dropped)", r.Status)
+			}
+		}
+	}
+	if n := len(s.Requests()) + len(inproc.Requests()); n != 3 {
+		t.Errorf("%d requests logged, want 3", n)
+	}
+}
+
+func TestInProcessFake(t *testing.T) {
+	s := hipchattest.New(t, hipchattest.Options{NoListen: true})
+	if got, want := s.URL(), "https://hipchattest.invalid"; got != want {
+		t.Errorf("URL = %s, want %s", got, want)
+	}
+	id, secret := s.NewClient()
+	tok := getToken(t, s, id, secret, "send_notification") // through Transport
+	if code, body := do(t, s, "POST", hipchattest.PathRoom+"5/notification", bearer(tok), `{"message":"hi"}`); code != 204 {
+		t.Fatalf("notification: %d %s", code, body)
+	}
+	if got := s.Notifications(); len(got) != 1 || got[0].RoomID != 5 || got[0].OAuthID != id {
+		t.Errorf("notifications = %+v", got)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	var mu sync.Mutex
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 500_000_000, time.UTC)
+	now := t0
+	at := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = t0.Add(d) }
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := hipchattest.New(t, hipchattest.Options{NoListen: true, Now: clock,
+		Limits: hipchattest.Limits{RoomNotifications: 2, RoomPer: time.Minute, TokenRequests: 3, TokenPer: 5 * time.Minute}})
+	id, secret := s.NewClient()
+	tok := getToken(t, s, id, secret, "send_notification")
+	post := func(path, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.URL()+path, strings.NewReader(body))
+		req.Header = bearer(tok)
+		resp, err := s.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	note := func(room int) *http.Response {
+		return post(fmt.Sprintf("%s%d/notification", hipchattest.PathRoom, room), `{"message":"hi"}`)
+	}
+	unix := func(d time.Duration) string { return strconv.FormatInt(t0.Add(d).Unix(), 10) }
+	tests := []struct {
+		name   string
+		at     time.Duration
+		send   func() *http.Response
+		status int
+		header map[string]string
+	}{
+		{"first", 0, func() *http.Response { return note(1) }, 204,
+			map[string]string{"X-FloodControl-Remaining": "1", "X-Ratelimit-Remaining": "2"}},
+		{"second to the room", 10 * time.Second, func() *http.Response { return note(1) }, 204,
+			map[string]string{"X-FloodControl-Remaining": "0"}},
+		{"third to the room", 20 * time.Second, func() *http.Response { return note(1) }, 429,
+			// The first leaves the window at t0+60s: Reset rounds up, Retry-After too.
+			map[string]string{"X-FloodControl-Limit": "2", "X-FloodControl-Remaining": "0",
+				"X-FloodControl-Reset": unix(61 * time.Second), "Retry-After": "41"}},
+		{"another room", 20 * time.Second, func() *http.Response { return note(2) }, 204,
+			map[string]string{"X-Ratelimit-Remaining": "0"}},
+		{"token used up", 30 * time.Second, func() *http.Response { return note(3) }, 429,
+			map[string]string{"X-Ratelimit-Limit": "3", "X-Ratelimit-Reset": unix(5*time.Minute + time.Second), "Retry-After": "271"}},
+		{"glance counts too", 40 * time.Second, func() *http.Response {
+			return post(hipchattest.PathGlance+"1", `{"glance":[{"key":"k","content":{"label":{"type":"html","value":"x"}}}]}`)
+		}, 429, map[string]string{"X-Ratelimit-Remaining": "0"}},
+		{"the first call left the token's window", 5 * time.Minute, func() *http.Response { return note(1) }, 204, nil},
+	}
+	for _, tt := range tests {
+		at(tt.at)
+		resp := tt.send()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.name, resp.StatusCode, tt.status)
+		}
+		for k, v := range tt.header {
+			if got := resp.Header.Get(k); got != v {
+				t.Errorf("%s: %s = %q, want %q", tt.name, k, got, v)
+			}
+		}
+	}
+	if got := len(s.Notifications()); got != 4 {
+		t.Errorf("%d notifications accepted, want 4", got)
+	}
+	s.SetLimits(hipchattest.Limits{})
+	for range 5 {
+		if resp := note(1); resp.StatusCode != 204 {
+			t.Fatalf("without limits: %d", resp.StatusCode)
+		}
 	}
 }
