@@ -100,8 +100,11 @@ type Store interface {
 	// enqueued before; it reports whether j was new. The ID of a new job is
 	// assigned by the store and returned in the Job.
 	Enqueue(ctx context.Context, j Job) (Job, bool, error)
-	// Pending returns up to limit stored jobs in ID order.
+	// Pending returns up to limit stored jobs in ID order (limit <= 0: all).
 	Pending(ctx context.Context, limit int) ([]Job, error)
+	// Heads returns the oldest stored job of each room (installation and
+	// room id), in ID order, for at most limit rooms (limit <= 0: all).
+	Heads(ctx context.Context, limit int) ([]Job, error)
 	// Complete removes a delivered job.
 	Complete(ctx context.Context, id uint64) error
 	// RecordAttempt stores a failed attempt at job id: Attempts is

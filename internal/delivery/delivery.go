@@ -192,6 +192,10 @@ func (d *Dispatcher) drain(done chan result, inflight int, cancel context.Cancel
 	}
 }
 
+// maxRooms bounds how many rooms one scheduling pass looks at; rooms past
+// it (in order of their oldest job) wait for the next pass.
+const maxRooms = 10000
+
 // schedule starts deliveries for the first stored job of every idle room
 // whose retry time has come and whose room and token are under HipChat's
 // limits, and returns the earliest time a waiting job may go.
@@ -200,20 +204,28 @@ func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[
 	if *inflight >= d.o.Workers {
 		return time.Time{}
 	}
-	jobs, err := d.o.Store.Pending(ctx, 1000)
+	// The oldest job of each room: a room's jobs go one at a time, in
+	// order, and a room with a long queue cannot hide the others'.
+	jobs, err := d.o.Store.Heads(ctx, maxRooms)
 	if err != nil {
 		d.o.Logger.Error("delivery: read outbox", slog.Any("err", err))
 		return d.o.Now().Add(time.Second)
 	}
+	// Retry times of jobs no longer at the head of a room (delivered,
+	// removed with their installation, dropped by an operator) are stale.
+	heads := make(map[uint64]bool, len(jobs))
+	for _, j := range jobs {
+		heads[j.ID] = true
+	}
+	for id := range notBefore {
+		if !heads[id] {
+			delete(notBefore, id)
+		}
+	}
 	var next time.Time
 	now := d.o.Now()
-	seen := map[string]bool{}
 	for _, j := range jobs {
 		room := j.OAuthID + "\x00" + strconv.FormatInt(j.RoomID, 10)
-		if seen[room] {
-			continue // only the oldest job of a room may go
-		}
-		seen[room] = true
 		if busy[room] {
 			continue
 		}

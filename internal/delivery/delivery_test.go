@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -241,5 +242,30 @@ func TestDefaultRetryAfter(t *testing.T) {
 		if got > want || got < want*4/5 {
 			t.Errorf("Backoff(%d) = %v, want within 20%% below %v", attempt, got, want)
 		}
+	}
+}
+
+// TestOneFullOutboxDoesNotStallOthers: an installation whose HipChat is
+// down, with a long queue, must not keep another installation's reply
+// waiting.
+func TestOneFullOutboxDoesNotStallOthers(t *testing.T) {
+	db := openStore(t, "noisy", "quiet")
+	for i := range 1500 {
+		enqueue(t, db, "noisy", 1, fmt.Sprint("n", i))
+	}
+	enqueue(t, db, "quiet", 2, "hello")
+	rec := newRecorder(1)
+	rec.fail = func(call int, n addon.Notification) error {
+		if n.Message != "hello" {
+			return addon.Errorf(addon.Unavailable, "noisy's hipchat is down")
+		}
+		return nil
+	}
+	stop := start(t, Options{Store: db, Run: echo, Send: rec.send,
+		RetryAfter: func(err error, attempt int) (time.Duration, bool) { return time.Minute, true }})
+	waitFor(t, rec.done)
+	stop()
+	if got := rec.got[2]; len(got) != 1 || got[0] != "hello" {
+		t.Errorf("quiet got %v", got)
 	}
 }

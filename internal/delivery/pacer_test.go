@@ -290,6 +290,20 @@ func (m *memStore) Pending(ctx context.Context, limit int) ([]addon.Job, error) 
 	return append([]addon.Job(nil), m.jobs...), nil
 }
 
+func (m *memStore) Heads(ctx context.Context, limit int) ([]addon.Job, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []addon.Job
+	seen := map[[2]any]bool{}
+	for _, j := range m.jobs {
+		if k := [2]any{j.OAuthID, j.RoomID}; !seen[k] {
+			seen[k] = true
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
 func (m *memStore) remove(id uint64) (addon.Job, error) {
 	for i, j := range m.jobs {
 		if j.ID == id {

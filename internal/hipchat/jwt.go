@@ -180,29 +180,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		return fail("token too long", nil)
 	}
 
-	var unverified wireClaims
-	parsed, _, err := jwt.NewParser().ParseUnverified(token, &unverified)
-	if err != nil {
-		return fail("malformed token", err)
-	}
-	// Checked again by the parser below; refusing early spares the lookup.
-	if parsed.Method == nil || parsed.Method.Alg() != jwt.SigningMethodHS256.Alg() {
-		return fail("algorithm not allowed", nil)
-	}
-	if unverified.Issuer == "" {
-		return fail("token has no issuer", nil)
-	}
-	inst, err := v.Store.Installation(ctx, unverified.Issuer)
-	if addon.IsNotFound(err) {
-		return fail("unknown issuer", nil)
-	}
-	if err != nil {
-		return addon.Installation{}, Claims{}, opError(op, err)
-	}
-	if inst.OAuthSecret == "" {
-		return fail("installation has no secret", nil)
-	}
-
 	leeway := v.Leeway
 	switch {
 	case leeway == 0:
@@ -219,18 +196,53 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		now = v.Now
 	}
 
-	var wc wireClaims
-	_, err = jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+	// One parse: the key function sees the claims decoded but not yet
+	// verified, refuses any algorithm but HS256, looks the installation up
+	// by iss and hands over its secret; then the signature is checked, and
+	// only then the claims.
+	var (
+		wc        wireClaims
+		inst      addon.Installation
+		refused   string // why the key function gave no key
+		lookupErr error  // the store's own failure, returned as it is
+	)
+	_, err := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // and the key function checks too
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(leeway),
 		jwt.WithTimeFunc(now),
-		jwt.WithIssuer(inst.OAuthID),
-	).ParseWithClaims(token, &wc, func(*jwt.Token) (any, error) {
-		return []byte(inst.OAuthSecret), nil
+	).ParseWithClaims(token, &wc, func(t *jwt.Token) (any, error) {
+		switch {
+		case t.Method == nil || t.Method.Alg() != jwt.SigningMethodHS256.Alg():
+			refused = "algorithm not allowed"
+		case wc.Issuer == "":
+			refused = "token has no issuer"
+		default:
+			var err error
+			inst, err = v.Store.Installation(ctx, wc.Issuer)
+			switch {
+			case addon.IsNotFound(err):
+				refused = "unknown issuer"
+			case err != nil:
+				lookupErr = err
+				return nil, err
+			case inst.OAuthSecret == "":
+				refused = "installation has no secret"
+			default:
+				return []byte(inst.OAuthSecret), nil
+			}
+		}
+		return nil, errNoKey
 	})
-	if err != nil {
+	switch {
+	case lookupErr != nil:
+		return addon.Installation{}, Claims{}, opError(op, lookupErr)
+	case refused != "":
+		return fail(refused, nil)
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return fail("malformed token", err) // an algorithm the library does not know
+	case err != nil:
 		return fail(jwtReason(err), err)
 	}
 
@@ -265,6 +277,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 	}
 	return inst, c, nil
 }
+
+// errNoKey is what Verify's key function returns when it refuses a token.
+var errNoKey = errors.New("no key for this token")
 
 // jwtReason names why the jwt library refused a token, in a few words.
 func jwtReason(err error) string {

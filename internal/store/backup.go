@@ -65,7 +65,7 @@ func (d *DB) Check() error {
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		errs = checkTx(tx)
 		if len(errs) == 0 {
-			errs = checkPendingCounts(tx)
+			errs = append(checkPendingCounts(tx), checkRoomIndex(tx)...)
 		}
 		return nil
 	})

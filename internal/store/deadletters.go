@@ -83,6 +83,9 @@ func (d *DB) Bury(ctx context.Context, id uint64, reason string) error {
 		if err := bucket(tx, bucketDead).Put(k, data); err != nil {
 			return err
 		}
+		if err := unindexJob(tx, id, v); err != nil {
+			return err
+		}
 		if err := jobs.Delete(k); err != nil {
 			return err
 		}
@@ -157,6 +160,9 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 			return err
 		}
 		if err := jobs.Put(u64(newID), data); err != nil {
+			return err
+		}
+		if err := indexJob(tx, newID, data); err != nil {
 			return err
 		}
 		if err := dead.Delete(k); err != nil {

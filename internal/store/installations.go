@@ -123,6 +123,9 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 				return err
 			}
 		}
+		if err := unindexInstallation(tx, oauthID); err != nil {
+			return err
+		}
 		if err := bucket(tx, bucketPendingCounts).Delete(id); err != nil {
 			return err
 		}

@@ -120,6 +120,9 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		if err := jobs.Put(u64(id), data); err != nil {
 			return err
 		}
+		if err := indexJob(tx, id, data); err != nil {
+			return err
+		}
 		if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
 			return err
 		}
@@ -254,6 +257,9 @@ func (d *DB) Complete(ctx context.Context, id uint64) error {
 		owner, err := jobOwner(v)
 		if err != nil {
 			return fmt.Errorf("job %d: %w", id, err)
+		}
+		if err := unindexJob(tx, id, v); err != nil {
+			return err
 		}
 		if err := jobs.Delete(k); err != nil {
 			return err

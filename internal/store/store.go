@@ -252,6 +252,11 @@ func initSchema(tx *bolt.Tx, s *sealer) ([]string, error) {
 			return nil, fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
+	if note, err := ensureRoomIndex(tx); err != nil {
+		return nil, fmt.Errorf("index jobs by room: %w", err)
+	} else if note != "" && v != 0 {
+		notes = append(notes, note)
+	}
 	if bucket(tx, bucketPendingCounts) == nil {
 		n, err := rebuildPendingCounts(tx)
 		if err != nil {
