@@ -207,7 +207,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		lookupErr error  // the store's own failure, returned as it is
 	)
 	_, err := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // and the key function checks too
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(leeway),
