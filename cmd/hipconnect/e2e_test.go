@@ -354,6 +354,35 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("pages and glance served by the daemon", func(t *testing.T) {
+		get := func(path, origin string) *http.Response {
+			t.Helper()
+			req, _ := http.NewRequest("GET", d.base+path+"?signed_request="+url.QueryEscape(tok), nil)
+			if origin != "" {
+				req.Header.Set("Origin", origin)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp
+		}
+		for _, page := range []string{"/sidebar", "/dialog", "/configure"} {
+			resp := get(page, "")
+			csp := resp.Header.Get("Content-Security-Policy")
+			if resp.StatusCode != 200 || !strings.Contains(csp, "frame-ancestors "+hc.URL()) {
+				t.Errorf("%s = %d, CSP %q", page, resp.StatusCode, csp)
+			}
+		}
+		if resp := get("/glance", hc.URL()); resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != hc.URL() {
+			t.Errorf("glance from HipChat's origin = %d, ACAO %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+		}
+		if resp := get("/glance", "https://evil.example"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("glance answered CORS for another origin")
+		}
+	})
+
 	t.Run("bad JWTs refused", func(t *testing.T) {
 		now := time.Now()
 		sign := func(method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
