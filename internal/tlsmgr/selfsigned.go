@@ -4,19 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
-	"net"
 	"time"
+
+	"github.com/hipconnect/hipconnect/internal/pki"
 )
 
 // Storage keys of the self-signed CA and leaf.
@@ -78,8 +75,9 @@ func (m *Manager) ensureSelfSigned(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	ca := &pki.CA{Cert: caCert, Key: caKey, CertPEM: caPEM}
 	if caCert == nil {
-		if caCert, caKey, caPEM, err = m.createCA(ctx, now); err != nil {
+		if ca, err = m.createCA(ctx, now); err != nil {
 			return err
 		}
 	} else if caCert.NotAfter.Sub(now) < leafRenewLeft {
@@ -91,16 +89,16 @@ func (m *Manager) ensureSelfSigned(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if why := m.leafUnusable(leaf, caCert, now); why != "" {
+	if why := m.leafUnusable(leaf, ca.Cert, now); why != "" {
 		m.log.Info("issuing a new self-signed leaf", slog.String("host", m.host), slog.String("reason", why))
-		leaf, leafKey, _, err = m.createLeaf(ctx, now, caCert, caKey)
+		leaf, leafKey, err = m.createLeaf(ctx, now, ca)
 		if err != nil {
 			m.renewals.WithLabelValues(resultFailure).Inc()
 			return err
 		}
 		m.renewals.WithLabelValues(resultSuccess).Inc()
 	}
-	m.caPEM.Store(&caPEM)
+	m.caPEM.Store(&ca.CertPEM)
 	m.cert.Store(&tls.Certificate{
 		Certificate: [][]byte{leaf.Raw},
 		PrivateKey:  leafKey,
@@ -158,80 +156,42 @@ func (m *Manager) loadPair(ctx context.Context, certKey, keyKey string) (*x509.C
 	return cert, key, certPEM, nil
 }
 
-func (m *Manager) createCA(ctx context.Context, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: caCommonName},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(caValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	cert, key, certPEM, err := m.issue(ctx, tmpl, nil, nil, ssCACertKey, ssCAKeyKey)
+func (m *Manager) createCA(ctx context.Context, now time.Time) (*pki.CA, error) {
+	ca, err := pki.NewCA(caCommonName, now.Add(-backdate), now.Add(caValidity))
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("create ca: %w", err)
+		return nil, fmt.Errorf("create ca: %w", err)
+	}
+	keyPEM, err := pki.KeyPEM(ca.Key)
+	if err == nil {
+		err = m.storePair(ctx, ssCACertKey, ssCAKeyKey, ca.CertPEM, keyPEM)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create ca: %w", err)
 	}
 	m.log.Info("created the self-signed CA; import it into HipChat Server (hipconnect tls export-ca)",
-		slog.Time("not_after", cert.NotAfter))
-	return cert, key, certPEM, nil
+		slog.Time("not_after", ca.Cert.NotAfter))
+	return ca, nil
 }
 
-func (m *Manager) createLeaf(ctx context.Context, now time.Time, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: m.host},
-		NotBefore:   now.Add(-backdate),
-		NotAfter:    now.Add(leafValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+func (m *Manager) createLeaf(ctx context.Context, now time.Time, ca *pki.CA) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	leaf, err := ca.Leaf([]string{m.host}, nil, now.Add(-backdate), now.Add(leafValidity))
+	if err == nil {
+		err = m.storePair(ctx, ssLeafKey, ssLeafKeyKey, leaf.CertPEM, leaf.KeyPEM)
 	}
-	if tmpl.NotAfter.After(ca.NotAfter) {
-		tmpl.NotAfter = ca.NotAfter
-	}
-	if ip := net.ParseIP(m.host); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{m.host}
-	}
-	cert, key, certPEM, err := m.issue(ctx, tmpl, ca, caKey, ssLeafKey, ssLeafKeyKey)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("create leaf: %w", err)
+		return nil, nil, fmt.Errorf("create leaf: %w", err)
 	}
-	return cert, key, certPEM, nil
+	return leaf.Cert, leaf.Key, nil
 }
 
-// issue creates a P-256 key and a certificate from tmpl signed by parent
-// (self-signed if parent is nil) and stores both, key first.
-func (m *Manager) issue(ctx context.Context, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, certKey, keyKey string) (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
+// storePair stores a key and its certificate, key first, each a copy (the
+// storage may keep what it is given).
+func (m *Manager) storePair(ctx context.Context, certKey, keyKey string, certPEM, keyPEM []byte) error {
+	if err := m.o.Storage.Store(ctx, keyKey, bytes.Clone(keyPEM)); err != nil {
+		return fmt.Errorf("store %s: %w", keyKey, err)
 	}
-	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)); err != nil {
-		return nil, nil, nil, err
+	if err := m.o.Storage.Store(ctx, certKey, bytes.Clone(certPEM)); err != nil {
+		return fmt.Errorf("store %s: %w", certKey, err)
 	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	if err := m.o.Storage.Store(ctx, keyKey, keyPEM); err != nil {
-		return nil, nil, nil, fmt.Errorf("store %s: %w", keyKey, err)
-	}
-	if err := m.o.Storage.Store(ctx, certKey, certPEM); err != nil {
-		return nil, nil, nil, fmt.Errorf("store %s: %w", certKey, err)
-	}
-	return cert, key, bytes.Clone(certPEM), nil
+	return nil
 }
