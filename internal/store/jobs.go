@@ -120,7 +120,9 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		if err := jobs.Put(u64(id), data); err != nil {
 			return err
 		}
-		if err := indexJob(tx, id, data); err != nil {
+		// The room index entry of indexJob, from j rather than from data
+		// decoded again.
+		if err := bucket(tx, bucketRoomQueue).Put(roomKey(j.OAuthID, j.RoomID, id), nil); err != nil {
 			return err
 		}
 		if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
@@ -254,11 +256,12 @@ func (d *DB) Complete(ctx context.Context, id uint64) error {
 			missing = true
 			return nil
 		}
-		owner, err := jobOwner(v)
+		// What unindexJob and jobOwner would read, decoded once.
+		owner, roomID, err := jobRoom(v)
 		if err != nil {
 			return fmt.Errorf("job %d: %w", id, err)
 		}
-		if err := unindexJob(tx, id, v); err != nil {
+		if err := bucket(tx, bucketRoomQueue).Delete(roomKey(owner, roomID, id)); err != nil {
 			return err
 		}
 		if err := jobs.Delete(k); err != nil {

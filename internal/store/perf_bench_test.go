@@ -1,0 +1,255 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Benchmarks behind docs/performance.md; run with
+//
+//	go test -run '^$' -bench . -benchtime 2s ./internal/store/
+
+// batchDelays are the Options.BatchDelay values compared (-1: none).
+var batchDelays = []time.Duration{-1, 500 * time.Microsecond, time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond}
+
+// BenchmarkBatchDelay enqueues and completes jobs, alone (what a lone
+// command waits: its latency) and from 16 goroutines per CPU (how many
+// commits the batching saves: throughput), for each batch delay.
+func BenchmarkBatchDelay(b *testing.B) {
+	for _, delay := range batchDelays {
+		for _, par := range []int{0, 16} {
+			name := fmt.Sprintf("delay=%s/serial", delay)
+			if par > 0 {
+				name = fmt.Sprintf("delay=%s/parallel=%d", delay, par)
+			}
+			if delay < 0 {
+				name = "delay=none" + name[len(fmt.Sprintf("delay=%s", delay)):]
+			}
+			b.Run(name, func(b *testing.B) {
+				ctx := context.Background()
+				d := openPath(b, filepath.Join(b.TempDir(), "hipconnect.db"), Options{BatchDelay: delay})
+				if err := d.PutInstallation(ctx, inst("a")); err != nil {
+					b.Fatal(err)
+				}
+				var seq atomic.Int64
+				txBefore := txID(d)
+				op := func() error {
+					j, _, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", MessageID: fmt.Sprint("m", seq.Add(1)), Command: "echo", Args: "x"})
+					if err != nil {
+						return err
+					}
+					return d.Complete(ctx, j.ID)
+				}
+				b.ResetTimer()
+				if par == 0 {
+					for b.Loop() {
+						if err := op(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				} else {
+					b.SetParallelism(par)
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if err := op(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				b.StopTimer()
+				if commits := txID(d) - txBefore; commits > 0 {
+					b.ReportMetric(float64(2*b.N)/float64(commits), "writes/commit")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkWritesByInstallations enqueues and completes jobs from 32
+// goroutines spread over n installations: the per-installation keys
+// (pending counter, room index, seen ids) of one commit fall on more
+// pages as n grows, which is what makes a command dearer with 10,000
+// installations than with 10 (docs/performance.md).
+func BenchmarkWritesByInstallations(b *testing.B) {
+	for _, n := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("installs=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			d := openPath(b, filepath.Join(b.TempDir(), "hipconnect.db"), Options{})
+			for i := range n {
+				if err := d.PutInstallation(ctx, inst(fmt.Sprintf("%08x-1b26-407e-811d-b9e377e4c440", i*2654435761%(1<<32)))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var seq atomic.Int64
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					k := seq.Add(1)
+					id := fmt.Sprintf("%08x-1b26-407e-811d-b9e377e4c440", int(k)%n*2654435761%(1<<32))
+					j, _, err := d.Enqueue(ctx, addon.Job{OAuthID: id, RoomID: 1000 + k%10, MessageID: fmt.Sprint("m", k), Command: "echo", Args: "x"})
+					if err == nil {
+						err = d.Complete(ctx, j.ID)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func txID(d *DB) int {
+	var id int
+	_ = d.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+	return id
+}
+
+// BenchmarkPending reads the outbox as the dispatcher does on every wake:
+// Pending(ctx, 1000) with n jobs waiting.
+func BenchmarkPending(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			d := openTest(b)
+			for i := range 10 {
+				if err := d.PutInstallation(ctx, inst(fmt.Sprint("inst-", i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := range n {
+				_, _, err := d.Enqueue(ctx, addon.Job{OAuthID: fmt.Sprint("inst-", i%10), RoomID: int64(1000 + i%50),
+					MessageID: fmt.Sprintf("224628c2-c7b5-4aea-a0bd-%012d", i), Command: "hascode", Args: "java",
+					From: "Blinky the Three Eyed Fish"})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				jobs, err := d.Pending(ctx, 1000)
+				if err != nil || len(jobs) != n {
+					b.Fatalf("Pending = %d jobs, %v", len(jobs), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHeads reads the oldest job of each room as the dispatcher does
+// on every wake: Heads(ctx, 10000) with n rooms of two jobs each, enqueued
+// round-robin (so the room index and the job IDs are in different orders).
+func BenchmarkHeads(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("rooms=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			d := openTest(b)
+			for i := range 10 {
+				if err := d.PutInstallation(ctx, inst(fmt.Sprint("inst-", i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := range 2 * n {
+				room := i % n
+				_, _, err := d.Enqueue(ctx, addon.Job{OAuthID: fmt.Sprint("inst-", room%10), RoomID: int64(1000 + room),
+					MessageID: fmt.Sprintf("224628c2-c7b5-4aea-a0bd-%012d", i), Command: "hascode", Args: "java",
+					From: "Blinky the Three Eyed Fish"})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				jobs, err := d.Heads(ctx, 10000)
+				if err != nil || len(jobs) != n {
+					b.Fatalf("Heads = %d jobs, %v", len(jobs), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkInstallation is the lookup every webhook (JWT verification) and
+// every delivery makes, with the secret encrypted at rest as the daemon
+// stores it.
+func BenchmarkInstallation(b *testing.B) {
+	ctx := context.Background()
+	d := openPath(b, filepath.Join(b.TempDir(), "hipconnect.db"), Options{Key: testKey(1)})
+	if err := d.PutInstallation(ctx, inst("a")); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.Installation(ctx, "a"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestPendingReusesOnlyUnchangedJobs covers Pending's cache of decoded
+// jobs: a job rewritten in place is read afresh, a completed one is gone
+// (from the result and the cache), and callers do not share a Reply.
+func TestPendingReusesOnlyUnchangedJobs(t *testing.T) {
+	ctx := context.Background()
+	d := openTest(t)
+	if err := d.PutInstallation(ctx, inst("a")); err != nil {
+		t.Fatal(err)
+	}
+	greeting := addon.Notification{Message: "hello", MessageFormat: "text"}
+	j1, _, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, Reply: &greeting})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := enqueueN(t, d, "a", "m", 2)
+	read := func() []addon.Job {
+		t.Helper()
+		got, err := d.Pending(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	first := read()
+	if len(first) != 3 || first[0].Reply == nil || first[0].Reply.Message != "hello" {
+		t.Fatalf("Pending = %+v", first)
+	}
+	first[0].Reply.Message = "changed by a caller"
+	if err := d.RecordAttempt(ctx, jobs[0].ID, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	second := read()
+	if got := second[0].Reply.Message; got != "hello" {
+		t.Errorf("Reply after a caller changed its copy = %q, want hello", got)
+	}
+	if second[1].Attempts != 1 || second[1].LastError != "boom" {
+		t.Errorf("rewritten job = attempts %d, last error %q; want 1, boom", second[1].Attempts, second[1].LastError)
+	}
+	if second[2] != first[2] {
+		t.Errorf("unchanged job %+v, was %+v", second[2], first[2])
+	}
+	if err := d.Complete(ctx, j1.ID); err != nil {
+		t.Fatal(err)
+	}
+	third := read()
+	if len(third) != 2 || third[0].ID != jobs[0].ID {
+		t.Errorf("after Complete: %d jobs, first %d", len(third), third[0].ID)
+	}
+	if n := len(d.pending.jobs); n != 2 {
+		t.Errorf("cache holds %d jobs, want the 2 pending", n)
+	}
+	if limited, _ := d.Pending(ctx, 1); len(limited) != 1 || len(d.pending.jobs) != 1 {
+		t.Errorf("Pending(1) = %d jobs, cache %d; want 1, 1", len(limited), len(d.pending.jobs))
+	}
+}
