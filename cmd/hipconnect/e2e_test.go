@@ -21,7 +21,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
 )
 
@@ -647,7 +646,6 @@ func TestInstallRefused(t *testing.T) {
 	if err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
 		t.Errorf("installations after refused installs (want none):\n%s %v", out, err)
 	}
-	_ = hipchat.Claims{}
 }
 
 // metric returns the value of a sample line of the daemon's /metrics.
