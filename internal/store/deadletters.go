@@ -21,18 +21,9 @@ const MaxReasonBytes = 2048
 // Enqueue, since it is on the delivery path.
 func (d *DB) RecordAttempt(ctx context.Context, id uint64, reason string) error {
 	reason = cutReason(reason)
-	var missing bool
-	err := d.batch(ctx, "record attempt", func(tx *bolt.Tx) error {
-		// Batch may run this more than once, each time in a fresh
-		// transaction: the increment is never applied twice.
-		missing = false
-		jobs := bucket(tx, bucketJobs)
-		k := u64(id)
-		v := jobs.Get(k)
-		if v == nil {
-			missing = true
-			return nil
-		}
+	// Batch may run this more than once, each time in a fresh transaction:
+	// the increment is never applied twice.
+	return d.batchJob(ctx, "record attempt", id, func(tx *bolt.Tx, k, v []byte) error {
 		var j addon.Job
 		if err := decode(v, &j); err != nil {
 			return fmt.Errorf("job %d: %w", id, err)
@@ -43,15 +34,8 @@ func (d *DB) RecordAttempt(ctx context.Context, id uint64, reason string) error 
 		if err != nil {
 			return err
 		}
-		return jobs.Put(k, data)
+		return bucket(tx, bucketJobs).Put(k, data)
 	})
-	if err != nil {
-		return err
-	}
-	if missing {
-		return addon.Errorf(addon.NotFound, "job %d not found", id)
-	}
-	return nil
 }
 
 // Bury moves job id out of the outbox into the dead letters, keeping its ID,
@@ -62,16 +46,7 @@ func (d *DB) RecordAttempt(ctx context.Context, id uint64, reason string) error 
 func (d *DB) Bury(ctx context.Context, id uint64, reason string) error {
 	reason = cutReason(reason)
 	at := d.now()
-	var missing bool
-	err := d.batch(ctx, "bury", func(tx *bolt.Tx) error {
-		missing = false
-		jobs := bucket(tx, bucketJobs)
-		k := u64(id)
-		v := jobs.Get(k)
-		if v == nil {
-			missing = true
-			return nil
-		}
+	return d.batchJob(ctx, "bury", id, func(tx *bolt.Tx, k, v []byte) error {
 		var j addon.Job
 		if err := decode(v, &j); err != nil {
 			return fmt.Errorf("job %d: %w", id, err)
@@ -83,21 +58,8 @@ func (d *DB) Bury(ctx context.Context, id uint64, reason string) error {
 		if err := bucket(tx, bucketDead).Put(k, data); err != nil {
 			return err
 		}
-		if err := unindexJob(tx, id, v); err != nil {
-			return err
-		}
-		if err := jobs.Delete(k); err != nil {
-			return err
-		}
-		return addPending(tx, j.OAuthID, -1)
+		return removeJob(tx, id, k, v)
 	})
-	if err != nil {
-		return err
-	}
-	if missing {
-		return addon.Errorf(addon.NotFound, "job %d not found", id)
-	}
-	return nil
 }
 
 // DeadLetters returns every dead letter, in job ID order.

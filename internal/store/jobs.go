@@ -246,28 +246,25 @@ func (pc *pendingCache) sweep() {
 // that. The job's seen message id stays, so a late duplicate delivery is
 // still dropped. Durable when it returns nil; batched like Enqueue.
 func (d *DB) Complete(ctx context.Context, id uint64) error {
+	return d.batchJob(ctx, "complete", id, func(tx *bolt.Tx, k, v []byte) error {
+		return removeJob(tx, id, k, v)
+	})
+}
+
+// batchJob runs fn in a batched write transaction on the pending job id,
+// stored under key k as v, and returns NotFound if no such job is pending
+// (fn is not called then). Like every Batch function, fn may run more than
+// once and must be idempotent.
+func (d *DB) batchJob(ctx context.Context, op string, id uint64, fn func(tx *bolt.Tx, k, v []byte) error) error {
 	var missing bool
-	err := d.batch(ctx, "complete", func(tx *bolt.Tx) error {
-		missing = false
-		jobs := bucket(tx, bucketJobs)
+	err := d.batch(ctx, op, func(tx *bolt.Tx) error {
 		k := u64(id)
-		v := jobs.Get(k)
-		if v == nil {
-			missing = true
+		v := bucket(tx, bucketJobs).Get(k)
+		missing = v == nil
+		if missing {
 			return nil
 		}
-		// What unindexJob and jobOwner would read, decoded once.
-		owner, roomID, err := jobRoom(v)
-		if err != nil {
-			return fmt.Errorf("job %d: %w", id, err)
-		}
-		if err := bucket(tx, bucketRoomQueue).Delete(roomKey(owner, roomID, id)); err != nil {
-			return err
-		}
-		if err := jobs.Delete(k); err != nil {
-			return err
-		}
-		return addPending(tx, owner, -1)
+		return fn(tx, k, v)
 	})
 	if err != nil {
 		return err
@@ -276,6 +273,22 @@ func (d *DB) Complete(ctx context.Context, id uint64) error {
 		return addon.Errorf(addon.NotFound, "job %d not found", id)
 	}
 	return nil
+}
+
+// removeJob deletes the pending job id (key k, value v) with its room index
+// entry, and frees its slot in its installation's outbox.
+func removeJob(tx *bolt.Tx, id uint64, k, v []byte) error {
+	owner, roomID, err := jobRoom(v) // what the index and the counter need, decoded once
+	if err != nil {
+		return fmt.Errorf("job %d: %w", id, err)
+	}
+	if err := bucket(tx, bucketRoomQueue).Delete(roomKey(owner, roomID, id)); err != nil {
+		return err
+	}
+	if err := bucket(tx, bucketJobs).Delete(k); err != nil {
+		return err
+	}
+	return addPending(tx, owner, -1)
 }
 
 // PendingFor returns how many jobs of the installation are pending (in the

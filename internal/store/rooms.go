@@ -53,15 +53,6 @@ func indexJob(tx *bolt.Tx, id uint64, v []byte) error {
 	return bucket(tx, bucketRoomQueue).Put(roomKey(oauthID, roomID, id), nil)
 }
 
-// unindexJob removes the stored job v (ID id) from the room index.
-func unindexJob(tx *bolt.Tx, id uint64, v []byte) error {
-	oauthID, roomID, err := jobRoom(v)
-	if err != nil {
-		return fmt.Errorf("job %d: %w", id, err)
-	}
-	return bucket(tx, bucketRoomQueue).Delete(roomKey(oauthID, roomID, id))
-}
-
 // unindexInstallation removes every index entry of an installation.
 func unindexInstallation(tx *bolt.Tx, oauthID string) error {
 	prefix := append([]byte(oauthID), 0)
