@@ -333,7 +333,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers)+1)
 	wg.Go(func() { _ = dispatcher.Run(runCtx) })
-	wg.Go(func() { pruneSeen(runCtx, db, o.Now, log) })
+	wg.Go(func() { prune(runCtx, db, o.Now, log) })
 	for _, s := range servers {
 		wg.Go(func() {
 			if err := s.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -509,8 +509,9 @@ func retryAfter(err error, attempt int, now time.Time) (time.Duration, bool) {
 	return delivery.DefaultRetryAfter(err, attempt)
 }
 
-// pruneSeen forgets message ids older than store.SeenRetention, hourly.
-func pruneSeen(ctx context.Context, db *store.DB, now func() time.Time, log *slog.Logger) {
+// prune forgets, hourly, message ids older than store.SeenRetention and
+// dead letters older than store.DeadRetention.
+func prune(ctx context.Context, db *store.DB, now func() time.Time, log *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
@@ -518,6 +519,11 @@ func pruneSeen(ctx context.Context, db *store.DB, now func() time.Time, log *slo
 			log.Warn("store: prune seen message ids", slog.Any("err", err))
 		} else if n > 0 {
 			log.Debug("store: pruned seen message ids", slog.Int("count", n))
+		}
+		if n, err := db.PruneDead(ctx, now().Add(-store.DeadRetention)); err != nil && ctx.Err() == nil {
+			log.Warn("store: prune dead letters", slog.Any("err", err))
+		} else if n > 0 {
+			log.Info("store: dead letters older than the retention dropped", slog.Int("count", n))
 		}
 		select {
 		case <-ctx.Done():

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
@@ -180,6 +182,42 @@ func (d *DB) DropDead(ctx context.Context, id uint64) error {
 		}
 		return dead.Delete(k)
 	})
+}
+
+// DeadRetention is how long dead letters are kept for an operator to look
+// at, retry or drop before PruneDead forgets them.
+const DeadRetention = 30 * 24 * time.Hour
+
+// PruneDead deletes the dead letters buried before olderThan and returns
+// how many it deleted. The daemon calls it periodically with
+// now.Add(-DeadRetention), so that undeliverable replies cannot grow the
+// file without bound.
+func (d *DB) PruneDead(ctx context.Context, olderThan time.Time) (int, error) {
+	n := 0
+	err := d.update(ctx, "prune dead letters", func(tx *bolt.Tx) error {
+		n = 0
+		c := bucket(tx, bucketDead).Cursor()
+		for k, v := c.First(); k != nil; {
+			var dl struct {
+				At time.Time `json:"at"`
+			}
+			if err := json.Unmarshal(v, &dl); err != nil {
+				return fmt.Errorf("dead letter %x: %w", k, err)
+			}
+			if !dl.At.Before(olderThan) {
+				k, v = c.Next()
+				continue
+			}
+			key := bytes.Clone(k)
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+			k, v = c.Seek(key) // Delete moves the cursor: look again from here
+		}
+		return nil
+	})
+	return n, err
 }
 
 // cutReason cuts s to at most MaxReasonBytes without splitting a character.

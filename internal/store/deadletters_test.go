@@ -374,3 +374,40 @@ func TestBuryCompleteConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestPruneDead(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock()
+	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{Now: clock.Now})
+	if err := d.PutInstallation(ctx, addon.Installation{OAuthID: "a", OAuthSecret: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for i := range 5 {
+		j, _, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, MessageID: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	old := d.now()
+	for _, id := range ids[:3] {
+		if err := d.Bury(ctx, id, "old"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Add(31 * 24 * time.Hour)
+	for _, id := range ids[3:] {
+		if err := d.Bury(ctx, id, "recent"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := d.PruneDead(ctx, d.now().Add(-DeadRetention))
+	if err != nil || n != 3 {
+		t.Fatalf("PruneDead = %d, %v; want the 3 buried at %v", n, err, old)
+	}
+	left, err := d.DeadLetters(ctx)
+	if err != nil || len(left) != 2 || left[0].Reason != "recent" {
+		t.Errorf("left %+v, %v", left, err)
+	}
+}
