@@ -18,8 +18,7 @@ import (
 // certificate of the fake HipChat and of the fake search backend, and the
 // daemon trusts it through hipchat.ca_file.
 type authority struct {
-	ca  *pki.CA
-	pem []byte // the CA certificate, for hipchat.ca_file
+	ca *pki.CA // ca.CertPEM is the daemon's hipchat.ca_file
 }
 
 // newAuthority makes a CA valid from an hour ago for a week.
@@ -29,7 +28,7 @@ func newAuthority() (*authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &authority{ca: ca, pem: ca.CertPEM}, nil
+	return &authority{ca: ca}, nil
 }
 
 // loadOrCreateAuthority reads dir/ca.pem and dir/ca-key.pem, or makes a new
@@ -56,7 +55,7 @@ func loadOrCreateAuthority(dir string) (*authority, error) {
 			return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
 		}
 		if time.Now().Add(time.Hour).Before(cert.NotAfter) {
-			return &authority{ca: &pki.CA{Cert: cert, Key: key, CertPEM: certPEM}, pem: certPEM}, nil
+			return &authority{ca: &pki.CA{Cert: cert, Key: key, CertPEM: certPEM}}, nil
 		}
 	case cerr != nil && !errors.Is(cerr, fs.ErrNotExist):
 		return nil, cerr
@@ -77,7 +76,7 @@ func loadOrCreateAuthority(dir string) (*authority, error) {
 	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(certPath, a.pem, 0o644); err != nil {
+	if err := os.WriteFile(certPath, a.ca.CertPEM, 0o644); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -85,8 +84,7 @@ func loadOrCreateAuthority(dir string) (*authority, error) {
 
 // leaf returns a server certificate for the given addresses.
 func (a *authority) leaf(hosts ...string) (tls.Certificate, error) {
-	now := time.Now()
-	l, err := a.ca.Leaf(hosts, nil, now.Add(-time.Hour), a.ca.Cert.NotAfter)
+	l, err := a.ca.Leaf(hosts, nil, time.Now().Add(-time.Hour), a.ca.Cert.NotAfter)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

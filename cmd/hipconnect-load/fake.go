@@ -75,14 +75,14 @@ func startFakeHipChat(addr string, cert tls.Certificate) (*fakeHipChat, error) {
 	mux.HandleFunc("POST "+pathToken, f.token)
 	mux.HandleFunc("POST /v2/room/{id}/notification", f.notification)
 	mux.HandleFunc("POST /v2/addon/ui/room/{id}", f.glance)
-	f.srv = newTLSServer(mux, cert)
-	go func() { _ = f.srv.ServeTLS(ln, "", "") }()
+	f.srv = serveTLS(ln, mux, cert)
 	return f, nil
 }
 
-// newTLSServer is an HTTPS server (HTTP/2 by ALPN) with every timeout set.
-func newTLSServer(h http.Handler, cert tls.Certificate) *http.Server {
-	return &http.Server{
+// serveTLS serves h on ln over HTTPS (HTTP/2 by ALPN) with every timeout
+// set, until the server returned is closed.
+func serveTLS(ln net.Listener, h http.Handler, cert tls.Certificate) *http.Server {
+	srv := &http.Server{
 		Handler:           h,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
@@ -92,6 +92,8 @@ func newTLSServer(h http.Handler, cert tls.Certificate) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	return srv
 }
 
 func (f *fakeHipChat) close() { _ = f.srv.Close() }
@@ -246,8 +248,7 @@ func startFakeSearch(addr string, cert tls.Certificate) (*fakeSearch, error) {
 		}
 		writeJSON(w, http.StatusOK, hits)
 	})
-	s.srv = newTLSServer(mux, cert)
-	go func() { _ = s.srv.ServeTLS(ln, "", "") }()
+	s.srv = serveTLS(ln, mux, cert)
 	return s, nil
 }
 

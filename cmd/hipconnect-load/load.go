@@ -119,6 +119,12 @@ type recorder struct {
 	last                             atomic.Int64 // latest recv
 }
 
+// storeMax raises a to v if v is larger.
+func storeMax(a *atomic.Int64, v int64) {
+	for l := a.Load(); v > l && !a.CompareAndSwap(l, v); l = a.Load() {
+	}
+}
+
 func newRecorder(n int, nonce string, workers int) *recorder {
 	r := &recorder{t0: time.Now(), prefix: "hl" + nonce + "x",
 		sent: make([]atomic.Int64, n), acked: make([]atomic.Int64, n), recv: make([]atomic.Int64, n),
@@ -157,12 +163,7 @@ func (r *recorder) notified(msg string, at time.Time) {
 		return
 	}
 	r.notifiedN.Add(1)
-	for {
-		l := r.last.Load()
-		if t <= l || r.last.CompareAndSwap(l, t) {
-			break
-		}
-	}
+	storeMax(&r.last, t)
 	if w := r.owner[k].Load(); w > 0 {
 		select {
 		case r.wake[w-1] <- struct{}{}:
@@ -256,13 +257,7 @@ func drive(ctx context.Context, p *plan, rec *recorder, spec loadSpec) loadResul
 		sentN.Add(1)
 		resp, err := client.Do(req)
 		rec.acked[k].Store(int64(time.Since(t)))
-		for {
-			l := lastSend.Load()
-			s := rec.since(t)
-			if s <= l || lastSend.CompareAndSwap(l, s) {
-				break
-			}
-		}
+		storeMax(&lastSend, rec.since(t))
 		if err != nil {
 			if ctx.Err() == nil {
 				errs.add("transport: " + shortErr(err))

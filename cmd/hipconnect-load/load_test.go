@@ -271,7 +271,7 @@ func TestCADirReused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(a1.pem, a2.pem) {
+	if !bytes.Equal(a1.ca.CertPEM, a2.ca.CertPEM) {
 		t.Error("a second run made a new CA")
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "ca-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {

@@ -217,7 +217,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	caFile := filepath.Join(dir, "hipchat-ca.pem")
-	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
+	if err := os.WriteFile(caFile, ca.ca.CertPEM, 0o600); err != nil {
 		return err
 	}
 	hcHost, _, _ := net.SplitHostPort(o.hipchatAddr)
@@ -367,7 +367,7 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 	}
 	ph.PID = pid
 	if pid > 0 {
-		if s, err := readProc(pid); err == nil {
+		if s, err := readStatus(pid); err == nil {
 			ph.RSSReadyMB = mb(s.RSSKB)
 		}
 	}
@@ -394,7 +394,7 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 	// Let the install phase's garbage go before taking the idle figure.
 	time.Sleep(time.Second)
 	if pid > 0 {
-		if s, err := readProc(pid); err == nil {
+		if s, err := readStatus(pid); err == nil {
 			ph.RSSIdleMB = mb(s.RSSKB)
 		}
 	}
@@ -411,7 +411,7 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 		}
 	}
 	if pid > 0 {
-		if s, err := readProc(pid); err == nil {
+		if s, err := readStatus(pid); err == nil {
 			ph.HWMMB = mb(s.HWMKB)
 		}
 	}
@@ -438,12 +438,12 @@ func runBaseline(ctx context.Context, o options, dir, caFile string, hc *fakeHip
 		}
 	}()
 	ph := &phase{Name: "baseline", PID: b.pid(), ReadyMS: ms(b.ready)}
-	if s, err := readProc(b.pid()); err == nil {
+	if s, err := readStatus(b.pid()); err == nil {
 		ph.RSSReadyMB, ph.RSSIdleMB = mb(s.RSSKB), mb(s.RSSKB)
 	}
 	ph.Load, ph.Fake = measure(ctx, ph, b.pid(), hc, search, p, loadSpec{url: base + "/webhook/", concurrency: o.concurrency,
 		rate: o.rate, duration: o.duration, timeout: o.timeout})
-	if s, err := readProc(b.pid()); err == nil {
+	if s, err := readStatus(b.pid()); err == nil {
 		ph.HWMMB = mb(s.HWMKB)
 	}
 	took, err := b.stop(10 * time.Second)

@@ -29,29 +29,9 @@ type procSample struct {
 
 // readProc reads /proc/<pid>/status and /proc/<pid>/stat.
 func readProc(pid int) (procSample, error) {
-	var s procSample
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	s, err := readStatus(pid)
 	if err != nil {
 		return s, err
-	}
-	for line := range bytes.Lines(status) {
-		name, val, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch string(name) {
-		case "VmRSS":
-			dst = &s.RSSKB
-		case "VmHWM":
-			dst = &s.HWMKB
-		default:
-			continue
-		}
-		f := strings.Fields(string(val)) // "12345 kB"
-		if len(f) > 0 {
-			*dst, _ = strconv.ParseInt(f[0], 10, 64)
-		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -76,15 +56,44 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// readStatus reads RSSKB and HWMKB from /proc/<pid>/status only, for
+// the memory figures and the sampler's poll, which need no CPU time.
+func readStatus(pid int) (procSample, error) {
+	var s procSample
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for line := range bytes.Lines(status) {
+		name, val, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		var dst *int64
+		switch string(name) {
+		case "VmRSS":
+			dst = &s.RSSKB
+		case "VmHWM":
+			dst = &s.HWMKB
+		default:
+			continue
+		}
+		f := strings.Fields(string(val)) // "12345 kB"
+		if len(f) > 0 {
+			*dst, _ = strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return s, nil
+}
+
 // sampler polls a process's RSS and keeps the largest value seen between
 // start and stop; it is how "RSS under load" is measured (VmHWM also
 // covers startup and installs).
 type sampler struct {
-	pid    int
-	max    atomic.Int64
-	stopc  chan struct{}
-	done   chan struct{}
-	errors atomic.Int64
+	pid   int
+	max   atomic.Int64
+	stopc chan struct{}
+	done  chan struct{}
 }
 
 func startSampler(pid int, every time.Duration) *sampler {
@@ -94,12 +103,8 @@ func startSampler(pid int, every time.Duration) *sampler {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if p, err := readProc(pid); err == nil {
-				if p.RSSKB > s.max.Load() {
-					s.max.Store(p.RSSKB)
-				}
-			} else {
-				s.errors.Add(1)
+			if p, err := readStatus(pid); err == nil {
+				storeMax(&s.max, p.RSSKB)
 			}
 			select {
 			case <-s.stopc:
@@ -115,8 +120,8 @@ func startSampler(pid int, every time.Duration) *sampler {
 func (s *sampler) stop() int64 {
 	close(s.stopc)
 	<-s.done
-	if p, err := readProc(s.pid); err == nil && p.RSSKB > s.max.Load() {
-		s.max.Store(p.RSSKB)
+	if p, err := readStatus(s.pid); err == nil {
+		storeMax(&s.max, p.RSSKB)
 	}
 	return s.max.Load()
 }

@@ -85,17 +85,26 @@ type proc struct {
 }
 
 // newDaemon writes a configuration from yaml (with {{listen}}, {{ops}} and
-// {{dir}} filled in) and starts hipconnect on it.
-func newDaemon(t *testing.T, yaml string) *proc {
+// {{dir}} filled in) and starts hipconnect on it, with PATH and env as its
+// environment.
+func newDaemon(t *testing.T, yaml string, env ...string) *proc {
 	t.Helper()
-	dir := t.TempDir()
 	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	yaml = strings.NewReplacer("{{listen}}", listen, "{{ops}}", ops, "{{dir}}", dir).Replace(yaml)
+	yaml = strings.NewReplacer("{{listen}}", listen, "{{ops}}", ops).Replace(yaml)
+	return startDaemon(t, t.TempDir(), yaml, "http://"+listen, ops, env...)
+}
+
+// startDaemon writes yaml (with {{dir}} filled in) to a hipconnect.yaml in
+// dir and starts hipconnect on it with PATH and env as its environment;
+// base is its public URL and ops its ops listener. It is stopped with
+// SIGTERM when the test ends.
+func startDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *proc {
+	t.Helper()
 	cfg := filepath.Join(dir, "hipconnect.yaml")
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(yaml, "{{dir}}", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &proc{t: t, cfgPath: cfg, base: "http://" + listen, ops: ops, log: &syncBuffer{}}
+	d := &proc{t: t, cfgPath: cfg, base: base, ops: ops, log: &syncBuffer{}, env: env}
 	d.start()
 	t.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
@@ -242,7 +251,7 @@ func setup(t *testing.T) (*proc, *hipchattest.Server) {
 	return d, hc
 }
 
-func newDaemonWithCA(t *testing.T, yaml string, ca []byte) *proc {
+func newDaemonWithCA(t *testing.T, yaml string, ca []byte, env ...string) *proc {
 	t.Helper()
 	// The CA file must exist before the daemon starts: write it where
 	// {{dir}} will point by creating the daemon in two steps.
@@ -250,7 +259,7 @@ func newDaemonWithCA(t *testing.T, yaml string, ca []byte) *proc {
 	if err := os.WriteFile(filepath.Join(dir, "hipchat-ca.pem"), ca, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return newDaemon(t, strings.ReplaceAll(yaml, "{{dir}}/hipchat-ca.pem", filepath.Join(dir, "hipchat-ca.pem")))
+	return newDaemon(t, strings.ReplaceAll(yaml, "{{dir}}/hipchat-ca.pem", filepath.Join(dir, "hipchat-ca.pem")), env...)
 }
 
 func wait(t *testing.T, hc *hipchattest.Server, n int) []hipchattest.Notification {
@@ -648,8 +657,8 @@ func TestInstallRefused(t *testing.T) {
 	}
 }
 
-// metric returns the value of a sample line of the daemon's /metrics.
-func (d *proc) metric(t *testing.T, sample string) string {
+// metrics returns the daemon's /metrics.
+func (d *proc) metrics(t *testing.T) string {
 	t.Helper()
 	resp, err := http.Get("http://" + d.ops + "/metrics")
 	if err != nil {
@@ -657,7 +666,13 @@ func (d *proc) metric(t *testing.T, sample string) string {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	return string(b)
+}
+
+// metric returns the value of a sample line of the daemon's /metrics.
+func (d *proc) metric(t *testing.T, sample string) string {
+	t.Helper()
+	for _, line := range strings.Split(d.metrics(t), "\n") {
 		if v, ok := strings.CutPrefix(line, sample+" "); ok {
 			return v
 		}
@@ -740,20 +755,15 @@ func TestMetricsLint(t *testing.T) {
 		time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + d.ops + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := d.metrics(t)
 	for _, name := range []string{"hipconnect_build_info", "hipconnect_installations 1", "hipconnect_installs_total{result=\"ok\"} 1",
 		"hipconnect_deliveries_total{outcome=\"delivered\"} 1", "go_goroutines", "process_resident_memory_bytes"} {
-		if !strings.Contains(string(body), name) {
+		if !strings.Contains(body, name) {
 			t.Errorf("/metrics lacks %q", name)
 		}
 	}
 	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
+	cmd.Stdin = strings.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}

@@ -44,21 +44,21 @@ func TestInboundHardening(t *testing.T) {
 	listen, redirect, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "https://localhost:" + portOf(t, listen)
 	const maxBody = 4096
-	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
+	yaml := fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
   listen: %s
   redirect_listen: %s
   ops_listen: %s
   read_timeout: %s
   max_body_bytes: %d`, base, listen, redirect, ops, slowReadTimeout, maxBody), fmt.Sprintf(`  mode: files
   cert_file: %s
-  key_file: %s`, certFile, keyFile)), "{{dir}}", dir)
-	startTLSDaemon(t, dir, yaml, base, ops)
-	client := httpsClient(ca.pool(), listen)
+  key_file: %s`, certFile, keyFile))
+	startDaemon(t, dir, yaml, base, ops)
+	client := httpsClient(ca.Pool(), listen)
 	// dialTLS opens a raw TLS connection to the public listener.
 	dialTLS := func(t *testing.T) net.Conn {
 		t.Helper()
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", listen,
-			&tls.Config{RootCAs: ca.pool(), ServerName: "localhost"})
+			&tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,38 +257,30 @@ func TestOutboundOnlyWhatIsAllowed(t *testing.T) {
 	// by internal/outbound's tests (the transport has no proxy function).
 	allowed := hipchattest.New(t, hipchattest.Options{Addr: "127.0.0.2:0"})
 
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "hipchat-ca.pem")
-	allowedHosts, cas := `"127.0.0.2"`, allowed.CAPEM()
-	if err := os.WriteFile(caFile, cas, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	base := "http://" + listen
-	yaml := fmt.Sprintf(`
+	const yaml = `
 server:
-  base_url: %s
-  listen: %s
-  ops_listen: %s
+  base_url: http://{{listen}}
+  listen: {{listen}}
+  ops_listen: {{ops}}
   shutdown_grace: 2s
 tls:
   mode: "off"
 storage:
-  path: %s/hipconnect.db
+  path: {{dir}}/hipconnect.db
 hipchat:
-  allowed_hosts: [%s]
-  ca_file: %s
+  allowed_hosts: ["127.0.0.2"]
+  ca_file: {{dir}}/hipchat-ca.pem
 log:
   level: debug
 commands:
   - name: echo
     kind: echo
-`, base, listen, ops, dir, allowedHosts, caFile)
+`
 	var env []string
 	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"} {
 		env = append(env, k+"="+proxyURL)
 	}
-	d := startTLSDaemon(t, dir, yaml, base, ops, env...)
+	d := newDaemonWithCA(t, yaml, allowed.CAPEM(), env...)
 
 	t.Run("host off the allowlist", func(t *testing.T) {
 		code, body := d.do("POST", "/installable", "", installBody(t, "off-1", "secret", offSrv.URL+hipchattest.PathCapabilities, 1))

@@ -27,27 +27,6 @@ import (
 // The tests of this file run hipconnect in each TLS mode and talk to it as
 // HipChat would: over HTTPS, trusting only the CA the operator set up.
 
-// startTLSDaemon writes yaml to a hipconnect.yaml in dir and starts
-// hipconnect on it with PATH and env as its environment; base is its public
-// URL and ops its ops listener. It is stopped with SIGTERM when the test
-// ends.
-func startTLSDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *proc {
-	t.Helper()
-	cfg := filepath.Join(dir, "hipconnect.yaml")
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := &proc{t: t, cfgPath: cfg, base: base, ops: ops, log: &syncBuffer{}, env: env}
-	d.start()
-	t.Cleanup(func() {
-		d.stop(syscall.SIGTERM)
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.log.String())
-		}
-	})
-	return d
-}
-
 // portOf is the port of addr (host:port).
 func portOf(t *testing.T, addr string) string {
 	t.Helper()
@@ -140,13 +119,8 @@ func (d *proc) waitMetric(line string) {
 	d.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get("http://" + d.ops + "/metrics")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), "\n"+line+"\n") {
-				return
-			}
+		if strings.Contains(d.metrics(d.t), "\n"+line+"\n") {
+			return
 		}
 		if time.Now().After(deadline) {
 			d.t.Fatalf("metric line %q not seen in time", line)
@@ -167,8 +141,6 @@ func newTestCA(t *testing.T) *testCA {
 	}
 	return &testCA{ca}
 }
-
-func (ca *testCA) pool() *x509.CertPool { return ca.Pool() }
 
 // leaf returns the PEM of a certificate for localhost and 127.0.0.1 with
 // the given serial, and of its key.
@@ -229,15 +201,15 @@ func TestACMEWithPebble(t *testing.T) {
 
 	dir := t.TempDir()
 	base := "https://localhost:" + portOf(t, listen)
-	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
+	yaml := fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
   listen: %q
   redirect_listen: %q
   ops_listen: %s`, base, listen, redirect, ops), fmt.Sprintf(`  mode: acme
   acme:
     directory: %s
     ca_root: %s
-    email: ops@example.com`, pebble.Directory(), pebble.DirectoryRootFile())), "{{dir}}", dir)
-	d := startTLSDaemon(t, dir, yaml, base, ops) // ready means it has its certificate
+    email: ops@example.com`, pebble.Directory(), pebble.DirectoryRootFile()))
+	d := startDaemon(t, dir, yaml, base, ops) // ready means it has its certificate
 
 	// HipChat's side: it trusts the internal CA's root and nothing else.
 	r := mustFetch(t, httpsClient(pebble.Roots(), listen), base+"/atlassian-connect.json", http.StatusOK)
@@ -278,16 +250,16 @@ func TestFilesReloadOnSIGHUP(t *testing.T) {
 
 	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "https://localhost:" + portOf(t, listen)
-	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
+	yaml := fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
   listen: %s
   ops_listen: %s`, base, listen, ops), fmt.Sprintf(`  mode: files
   cert_file: %s
-  key_file: %s`, certFile, keyFile)), "{{dir}}", dir)
-	d := startTLSDaemon(t, dir, yaml, base, ops)
+  key_file: %s`, certFile, keyFile))
+	d := startDaemon(t, dir, yaml, base, ops)
 	url := base + "/atlassian-connect.json"
 	serial := func(r reply) int64 { return r.leaf.SerialNumber.Int64() }
 
-	old := httpsClient(ca.pool(), listen) // keeps its connection open
+	old := httpsClient(ca.Pool(), listen) // keeps its connection open
 	if r := mustFetch(t, old, url, http.StatusOK); serial(r) != 1001 {
 		t.Fatalf("first connection: serial %d, want 1001", serial(r))
 	}
@@ -298,7 +270,7 @@ func TestFilesReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitMetric(`hipconnect_tls_reloads_total{result="success"} 1`)
-	if r := mustFetch(t, httpsClient(ca.pool(), listen), url, http.StatusOK); serial(r) != 1002 {
+	if r := mustFetch(t, httpsClient(ca.Pool(), listen), url, http.StatusOK); serial(r) != 1002 {
 		t.Errorf("new connection after SIGHUP: serial %d, want 1002", serial(r))
 	}
 	r := mustFetch(t, old, url, http.StatusOK)
@@ -318,7 +290,7 @@ func TestFilesReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitMetric(`hipconnect_tls_reloads_total{result="failure"} 1`)
-	if r := mustFetch(t, httpsClient(ca.pool(), listen), url, http.StatusOK); serial(r) != 1002 {
+	if r := mustFetch(t, httpsClient(ca.Pool(), listen), url, http.StatusOK); serial(r) != 1002 {
 		t.Errorf("new connection after a bad pair: serial %d, want 1002 (kept)", serial(r))
 	}
 	var logged bool
@@ -343,11 +315,11 @@ func TestSelfSigned(t *testing.T) {
 	dir := t.TempDir()
 	listen, redirect, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	base := "https://localhost:" + portOf(t, listen)
-	yaml := strings.ReplaceAll(fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
+	yaml := fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
   listen: %s
   redirect_listen: %s
-  ops_listen: %s`, base, listen, redirect, ops), `  mode: self-signed`), "{{dir}}", dir)
-	d := startTLSDaemon(t, dir, yaml, base, ops)
+  ops_listen: %s`, base, listen, redirect, ops), `  mode: self-signed`)
+	d := startDaemon(t, dir, yaml, base, ops)
 
 	// The daemon holds the store's lock: export-ca goes through the admin
 	// socket (opening the file would time out).

@@ -51,23 +51,6 @@ func Parse(entries []string) (*List, error) {
 	return l, nil
 }
 
-// Merge returns a new List holding the entries of l and then those of other.
-// Neither l nor other is changed; either may be nil.
-func (l *List) Merge(other *List) *List {
-	m := &List{names: make(map[string]struct{})}
-	seen := make(map[string]bool)
-	for _, src := range []*List{l, other} {
-		if src == nil {
-			continue
-		}
-		for _, e := range src.entries {
-			// Entries of a List are canonical and valid: add cannot fail.
-			_ = m.add(e, seen)
-		}
-	}
-	return m
-}
-
 // String lists the entries in their canonical spelling, comma separated, in
 // the order they were given.
 func (l *List) String() string {

@@ -224,39 +224,6 @@ func TestNilAndEmptyAllowNothing(t *testing.T) {
 	}
 }
 
-func TestMerge(t *testing.T) {
-	a, err := Parse([]string{"chat.example", "10.0.0.0/8"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := Parse([]string{"*.search.example", "CHAT.example", "fd00::1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := a.Merge(b)
-	if got, want := m.String(), "chat.example, 10.0.0.0/8, *.search.example, fd00::1"; got != want {
-		t.Errorf("Merge String() = %q, want %q", got, want)
-	}
-	for _, h := range []string{"chat.example", "10.9.9.9", "x.search.example", "fd00::1"} {
-		if !m.AllowHost(h) {
-			t.Errorf("merged AllowHost(%q) = false, want true", h)
-		}
-	}
-	if a.AllowHost("x.search.example") {
-		t.Error("Merge changed its receiver")
-	}
-	if b.AllowHost("10.9.9.9") {
-		t.Error("Merge changed its argument")
-	}
-	var nilList *List
-	if got := nilList.Merge(b).String(); got != b.String() {
-		t.Errorf("nil.Merge(b) = %q, want %q", got, b.String())
-	}
-	if got := a.Merge(nil).String(); got != a.String() {
-		t.Errorf("a.Merge(nil) = %q, want %q", got, a.String())
-	}
-}
-
 func TestHostIP(t *testing.T) {
 	tests := []struct {
 		name   string

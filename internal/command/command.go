@@ -72,15 +72,10 @@ func (r *Runner) SetSpecs(specs []Spec) {
 	r.specs.Store(&m)
 }
 
-func (r *Runner) spec(name string) (Spec, bool) {
+// Spec returns the configuration of command name.
+func (r *Runner) Spec(name string) (Spec, bool) {
 	s, ok := (*r.specs.Load())[name]
 	return s, ok
-}
-
-// Has reports whether a command of that name is configured.
-func (r *Runner) Has(name string) bool {
-	_, ok := r.spec(name)
-	return ok
 }
 
 // Parse splits a room message "/name args" into the command name and its
@@ -95,7 +90,7 @@ func (r *Runner) Parse(message string) (name, args string, ok bool) {
 	if i := strings.IndexAny(name, "\t\n"); i >= 0 {
 		name, args = name[:i], name[i+1:]+" "+args
 	}
-	if !r.Has(name) {
+	if _, ok := r.Spec(name); !ok {
 		return "", "", false
 	}
 	return name, strings.TrimSpace(args), true
@@ -106,7 +101,7 @@ func (r *Runner) Parse(message string) (name, args string, ok bool) {
 // error for the log and metrics; err alone (with a zero Notification) means
 // the command is not configured.
 func (r *Runner) Run(ctx context.Context, name, args string) (addon.Notification, error) {
-	spec, ok := r.spec(name)
+	spec, ok := r.Spec(name)
 	if !ok {
 		return addon.Notification{}, addon.Errorf(addon.NotFound, "command: no command %q", name)
 	}
@@ -126,23 +121,17 @@ func (r *Runner) echo(args string) addon.Notification {
 	if args == "" {
 		return r.note("text", "Usage: /echo <text>", "gray")
 	}
-	return r.note("text", truncate(args, maxMessage), "gray")
+	return r.note("text", Truncate(args, maxMessage), "gray")
 }
 
 // Search queries the backend of the search command name for term and
 // returns every hit (the caller decides how many to show).
 func (r *Runner) Search(ctx context.Context, name, term string) ([]Hit, error) {
-	spec, ok := r.spec(name)
+	spec, ok := r.Spec(name)
 	if !ok || spec.Kind == KindEcho {
 		return nil, addon.Errorf(addon.NotFound, "command: no search command %q", name)
 	}
 	return r.fetch(ctx, spec, term)
-}
-
-// Spec returns the configuration of command name.
-func (r *Runner) Spec(name string) (Spec, bool) {
-	s, ok := r.spec(name)
-	return s, ok
 }
 
 // Reply renders hits for term as the notification a search command sends.
@@ -157,7 +146,7 @@ func (r *Runner) search(ctx context.Context, spec Spec, term string) (addon.Noti
 	hits, err := r.fetch(ctx, spec, term)
 	if err != nil {
 		msg := fmt.Sprintf("Sorry, the search for <b>%s</b> failed: the search service did not answer. Please try again later.",
-			html.EscapeString(truncate(term, 100)))
+			html.EscapeString(Truncate(term, 100)))
 		return r.note("html", msg, "red"), fmt.Errorf("command: %s: %w", spec.Name, err)
 	}
 	return r.Reply(spec, term, hits), nil
@@ -174,7 +163,7 @@ type Hit struct {
 // Everything from the user or the backend is escaped; links other than
 // http(s) are dropped.
 func Format(spec Spec, term string, hits []Hit) string {
-	qt := html.EscapeString(truncate(term, 100))
+	qt := html.EscapeString(Truncate(term, 100))
 	if len(hits) == 0 {
 		return fmt.Sprintf("No articles for <b>%s</b>.", qt)
 	}
@@ -186,7 +175,7 @@ func Format(spec Spec, term string, hits []Hit) string {
 	fmt.Fprintf(&b, "<b>%d %s for %s:</b><ul>", len(hits), noun, qt)
 	shown := 0
 	for _, h := range hits[:min(len(hits), spec.MaxResults)] {
-		item := fmt.Sprintf(`<li><a href="%s">%s</a></li>`, html.EscapeString(h.URL), html.EscapeString(truncate(h.Title, maxTitle)))
+		item := fmt.Sprintf(`<li><a href="%s">%s</a></li>`, html.EscapeString(h.URL), html.EscapeString(Truncate(h.Title, maxTitle)))
 		if utf8.RuneCountInString(item)+b.Len() > maxMessage-500 { // keep room for the footer
 			break
 		}
@@ -278,8 +267,8 @@ func expand(tmpl, term string) string {
 	return strings.ReplaceAll(tmpl, "{term}", esc)
 }
 
-// truncate shortens s to at most n characters, marking the cut with "…".
-func truncate(s string, n int) string {
+// Truncate shortens s to at most n characters, marking the cut with "…".
+func Truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s
 	}

@@ -313,18 +313,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	}
 	adminSrv, err := listenAdmin(AdminSocket(cfg), admin, log)
 	if err != nil {
-		for _, s := range servers {
-			_ = s.ln.Close()
-		}
+		closeListeners(servers)
 		return err
 	}
 	servers = append(servers, adminSrv)
 	// Challenges are answered on the daemon's own listeners: start
 	// certificate management only once they are bound.
 	if err := certs.Start(ctx); err != nil {
-		for _, s := range servers {
-			_ = s.ln.Close()
-		}
+		closeListeners(servers)
 		return err
 	}
 
@@ -568,6 +564,13 @@ func (s server) serve() error {
 	return s.srv.Serve(s.ln)
 }
 
+// closeListeners closes the listeners of servers not started yet.
+func closeListeners(servers []server) {
+	for _, s := range servers {
+		_ = s.ln.Close()
+	}
+}
+
 // listen opens every configured listener; an error closes those opened.
 func listen(cfg *config.Config, public, ops http.Handler, certs *tlsmgr.Manager, base *url.URL, log *slog.Logger) ([]server, error) {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
@@ -600,9 +603,7 @@ func listen(cfg *config.Config, public, ops http.Handler, certs *tlsmgr.Manager,
 		err = add("ops", cfg.Server.OpsListen, ops, nil)
 	}
 	if err != nil {
-		for _, s := range out {
-			_ = s.ln.Close()
-		}
+		closeListeners(out)
 		return nil, err
 	}
 	return out, nil

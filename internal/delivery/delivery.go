@@ -139,7 +139,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	busy := map[string]bool{}           // rooms with a delivery in flight
 	notBefore := map[uint64]time.Time{} // jobs waiting for a retry
 	pace := newPacer()
-	forget := time.NewTicker(max(d.o.RoomLimit.Per, d.o.TokenLimit.Per))
+	window := max(d.o.RoomLimit.Per, d.o.TokenLimit.Per) // the longest a pacer window matters
+	forget := time.NewTicker(window)
 	defer forget.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -157,7 +158,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-d.wake:
 		case <-timer.C:
 		case <-forget.C:
-			pace.forget(d.o.Now(), max(d.o.RoomLimit.Per, d.o.TokenLimit.Per))
+			pace.forget(d.o.Now(), window)
 		case r := <-done:
 			inflight--
 			delete(busy, r.room)

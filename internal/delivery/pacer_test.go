@@ -80,16 +80,12 @@ func TestPacingCountsFromTheRequest(t *testing.T) {
 		for i := range 31 {
 			db.add(addon.Job{OAuthID: "a", RoomID: 1, MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
 		}
-		var mu sync.Mutex
-		var sent []time.Time // when HipChat got each notification
+		var rec sendTimes
 		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
 			if n.Message == "0" {
 				time.Sleep(5 * time.Second)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			sent = append(sent, time.Now())
-			return nil
+			return rec.send(ctx, inst, roomID, n)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		d := New(Options{Store: db, Run: echo, Send: send})
@@ -98,6 +94,7 @@ func TestPacingCountsFromTheRequest(t *testing.T) {
 		time.Sleep(2 * time.Minute)
 		cancel()
 		synctest.Wait()
+		sent := rec.at
 		if len(sent) != 31 {
 			t.Fatalf("sent %d, want 31", len(sent))
 		}
@@ -105,6 +102,20 @@ func TestPacingCountsFromTheRequest(t *testing.T) {
 			t.Errorf("31st send after %v, want %v (a minute after HipChat got the 1st)", got, want)
 		}
 	})
+}
+
+// sendTimes records when each notification reached HipChat: its send is
+// an Options.Send.
+type sendTimes struct {
+	mu sync.Mutex
+	at []time.Time
+}
+
+func (s *sendTimes) send(context.Context, addon.Installation, int64, addon.Notification) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.at = append(s.at, time.Now())
+	return nil
 }
 
 func TestPacerWaitN(t *testing.T) {
@@ -139,14 +150,8 @@ func TestPacingCountsEveryRequest(t *testing.T) {
 		for i := range 300 {
 			db.add(addon.Job{OAuthID: "a", RoomID: int64(i%20 + 1), MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
 		}
-		var mu sync.Mutex
-		var sent []time.Time
-		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
-			mu.Lock()
-			defer mu.Unlock()
-			sent = append(sent, time.Now())
-			return nil
-		}
+		var rec sendTimes
+		send := rec.send
 		ctx, cancel := context.WithCancel(context.Background())
 		d := New(Options{Store: db, Run: echo, Send: send, Requests: func(addon.Job) int { return 2 }})
 		start := time.Now()
@@ -154,6 +159,7 @@ func TestPacingCountsEveryRequest(t *testing.T) {
 		time.Sleep(6 * time.Minute)
 		cancel()
 		synctest.Wait()
+		sent := rec.at
 		if len(sent) != 300 {
 			t.Fatalf("sent %d, want 300", len(sent))
 		}
@@ -175,14 +181,8 @@ func TestPacingUnderHipChatLimits(t *testing.T) {
 		for i := range 75 {
 			db.add(addon.Job{OAuthID: "a", RoomID: 1, MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
 		}
-		var mu sync.Mutex
-		var sent []time.Time
-		send := func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
-			mu.Lock()
-			defer mu.Unlock()
-			sent = append(sent, time.Now())
-			return nil
-		}
+		var rec sendTimes
+		send := rec.send
 		ctx, cancel := context.WithCancel(context.Background())
 		d := New(Options{Store: db, Run: echo, Send: send})
 		go func() { _ = d.Run(ctx) }()
@@ -190,6 +190,7 @@ func TestPacingUnderHipChatLimits(t *testing.T) {
 		synctest.Wait()
 		cancel()
 		synctest.Wait()
+		sent := rec.at
 
 		if len(sent) != 75 {
 			t.Fatalf("sent %d, want 75 within 3 minutes", len(sent))

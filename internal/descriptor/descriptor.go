@@ -276,12 +276,9 @@ func Validate(d Descriptor) error {
 		}
 	}
 	checkURL("installable.callbackUrl", d.Capabilities.Installable.CallbackURL)
-	seen := map[string]bool{}
+	key := uniqueKeys(bad)
 	for _, w := range d.Capabilities.Webhook {
-		if !keyRe.MatchString(w.Key) || seen[w.Key] {
-			bad("webhook key %q must be unique and 1 to 40 characters of [a-zA-Z0-9_.-]", w.Key)
-		}
-		seen[w.Key] = true
+		key("webhook", w.Key)
 		if !events[w.Event] {
 			bad("webhook %q: unknown event %q", w.Key, w.Event)
 		}
@@ -297,6 +294,18 @@ func Validate(d Descriptor) error {
 	return errors.Join(errs...)
 }
 
+// uniqueKeys returns a check that each key it is given matches keyRe and
+// was not given before.
+func uniqueKeys(bad func(format string, args ...any)) func(what, k string) {
+	seen := map[string]bool{}
+	return func(what, k string) {
+		if !keyRe.MatchString(k) || seen[k] {
+			bad("%s key %q must be unique and 1 to 40 characters of [a-zA-Z0-9_.-]", what, k)
+		}
+		seen[k] = true
+	}
+}
+
 // validateUI checks the glance, webPanel, dialog and configurable entries
 // as HipChat's schema does (PROTOCOL.md section 1): keys 1 to 40 characters
 // of [a-zA-Z0-9_.-], unique among these entries; display texts 1 to 100
@@ -305,13 +314,7 @@ func Validate(d Descriptor) error {
 // key, title and url; the configuration page a url. A glance's target must
 // name one of the descriptor's web panels or dialogs.
 func validateUI(c Capabilities, checkURL func(what, u string), bad func(format string, args ...any)) {
-	seen := map[string]bool{}
-	key := func(what, k string) {
-		if !keyRe.MatchString(k) || seen[k] {
-			bad("%s key %q must be unique and 1 to 40 characters of [a-zA-Z0-9_.-]", what, k)
-		}
-		seen[k] = true
-	}
+	key := uniqueKeys(bad)
 	text := func(what, k, field string, t Text) {
 		if n := len([]rune(t.Value)); n < 1 || n > 100 {
 			bad("%s %q: %s.value must be 1 to 100 characters", what, k, field)

@@ -48,11 +48,7 @@ func TestBuild(t *testing.T) {
 }
 
 func TestValidateRefuses(t *testing.T) {
-	tests := []struct {
-		name   string
-		change func(*Descriptor)
-		want   string
-	}{
+	tests := []refusal{
 		{"long key", func(d *Descriptor) { d.Key = strings.Repeat("k", 41) }, "key"},
 		{"key charset", func(d *Descriptor) { d.Key = "a b" }, "key"},
 		{"empty name", func(d *Descriptor) { d.Name = "" }, "name"},
@@ -63,19 +59,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"duplicate webhook key", func(d *Descriptor) { d.Capabilities.Webhook[1].Key = d.Capabilities.Webhook[0].Key }, "unique"},
 		{"relative self", func(d *Descriptor) { d.Links.Self = "/atlassian-connect.json" }, "links.self"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, err := Build(spec())
-			if err != nil {
-				t.Fatal(err)
-			}
-			tt.change(&d)
-			err = Validate(d)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Validate = %v, want an error mentioning %q", err, tt.want)
-			}
-		})
-	}
+	testRefuses(t, spec(), tests)
 }
 
 func uiSpec() Spec {
@@ -160,11 +144,7 @@ func TestUIKeys(t *testing.T) {
 }
 
 func TestValidateRefusesUI(t *testing.T) {
-	tests := []struct {
-		name   string
-		change func(*Descriptor)
-		want   string
-	}{
+	tests := []refusal{
 		{"glance without key", func(d *Descriptor) { d.Capabilities.Glance[0].Key = "" }, "glance key"},
 		{"glance key too long", func(d *Descriptor) { d.Capabilities.Glance[0].Key = strings.Repeat("g", 41) }, "glance key"},
 		{"glance key charset", func(d *Descriptor) { d.Capabilities.Glance[0].Key = "blog/glance" }, "glance key"},
@@ -190,9 +170,23 @@ func TestValidateRefusesUI(t *testing.T) {
 		{"dialog bad authentication", func(d *Descriptor) { d.Capabilities.Dialog[0].Authentication = "basic" }, "authentication"},
 		{"configurable without url", func(d *Descriptor) { d.Capabilities.Configurable.URL = "" }, "configurable url"},
 	}
+	testRefuses(t, uiSpec(), tests)
+}
+
+// refusal is a change to a built descriptor that Validate must refuse with
+// an error mentioning want.
+type refusal struct {
+	name   string
+	change func(*Descriptor)
+	want   string
+}
+
+// testRefuses builds s, applies each change and checks Validate refuses it.
+func testRefuses(t *testing.T, s Spec, tests []refusal) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := Build(uiSpec())
+			d, err := Build(s)
 			if err != nil {
 				t.Fatal(err)
 			}

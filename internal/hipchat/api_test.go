@@ -45,6 +45,17 @@ func TestSendNotification(t *testing.T) {
 func TestSendNotificationErrors(t *testing.T) {
 	ctx := context.Background()
 	ok := addon.Notification{Message: "hello", MessageFormat: "text"}
+	wantRateLimit := func(retry time.Duration, reset time.Time) func(t *testing.T, err error) {
+		return func(t *testing.T, err error) {
+			var rl *hipchat.RateLimitError
+			if !errors.As(err, &rl) {
+				t.Fatalf("err = %v, want a *RateLimitError", err)
+			}
+			if rl.RetryAfter != retry || !rl.Reset.Equal(reset) {
+				t.Errorf("RetryAfter, Reset = %v, %v; want %v, %v", rl.RetryAfter, rl.Reset, retry, reset)
+			}
+		}
+	}
 
 	tests := []struct {
 		name      string
@@ -82,15 +93,7 @@ func TestSendNotificationErrors(t *testing.T) {
 				}
 			},
 			n: ok, wantKind: addon.Unavailable, retryable: true,
-			check: func(t *testing.T, err error) {
-				var rl *hipchat.RateLimitError
-				if !errors.As(err, &rl) {
-					t.Fatalf("err = %v, want a *RateLimitError", err)
-				}
-				if rl.RetryAfter != 30*time.Second || !rl.Reset.Equal(t0.Add(90*time.Second)) {
-					t.Errorf("RetryAfter, Reset = %v, %v; want 30s, %v", rl.RetryAfter, rl.Reset, t0.Add(90*time.Second))
-				}
-			},
+			check: wantRateLimit(30*time.Second, t0.Add(90*time.Second)),
 		},
 		{
 			name: "429 with X-Ratelimit-Reset only",
@@ -98,15 +101,7 @@ func TestSendNotificationErrors(t *testing.T) {
 				return e.inst, hipchattest.RateLimited(0, t0.Add(45*time.Second))
 			},
 			n: ok, wantKind: addon.Unavailable, retryable: true,
-			check: func(t *testing.T, err error) {
-				var rl *hipchat.RateLimitError
-				if !errors.As(err, &rl) {
-					t.Fatalf("err = %v, want a *RateLimitError", err)
-				}
-				if rl.RetryAfter != 45*time.Second || !rl.Reset.Equal(t0.Add(45*time.Second)) {
-					t.Errorf("RetryAfter, Reset = %v, %v; want 45s, %v", rl.RetryAfter, rl.Reset, t0.Add(45*time.Second))
-				}
-			},
+			check: wantRateLimit(45*time.Second, t0.Add(45*time.Second)),
 		},
 		{
 			name: "429 flood control with Retry-After only",
@@ -114,15 +109,7 @@ func TestSendNotificationErrors(t *testing.T) {
 				return e.inst, hipchattest.FloodControlled(20*time.Second, time.Time{})
 			},
 			n: ok, wantKind: addon.Unavailable, retryable: true,
-			check: func(t *testing.T, err error) {
-				var rl *hipchat.RateLimitError
-				if !errors.As(err, &rl) {
-					t.Fatalf("err = %v, want a *RateLimitError", err)
-				}
-				if rl.RetryAfter != 20*time.Second || !rl.Reset.Equal(t0.Add(20*time.Second)) {
-					t.Errorf("RetryAfter, Reset = %v, %v; want 20s, %v", rl.RetryAfter, rl.Reset, t0.Add(20*time.Second))
-				}
-			},
+			check: wantRateLimit(20*time.Second, t0.Add(20*time.Second)),
 		},
 		{
 			name: "503",

@@ -44,7 +44,7 @@ func NewAdmin(d AdminDeps) http.Handler {
 	mux := http.NewServeMux()
 	fail := func(w http.ResponseWriter, err error) {
 		code, msg := httperr.Status(err)
-		writeJSON(w, code, map[string]string{"error": msg})
+		httperr.WriteJSON(w, code, map[string]string{"error": msg})
 	}
 	mux.HandleFunc("GET /installations", func(w http.ResponseWriter, r *http.Request) {
 		all, err := d.Store.Installations(r.Context())
@@ -55,7 +55,7 @@ func NewAdmin(d AdminDeps) http.Handler {
 		for i := range all {
 			all[i].OAuthSecret = ""
 		}
-		writeJSON(w, http.StatusOK, all)
+		httperr.WriteJSON(w, http.StatusOK, all)
 	})
 	mux.HandleFunc("GET /installations/{id}", func(w http.ResponseWriter, r *http.Request) {
 		inst, err := d.Store.Installation(r.Context(), r.PathValue("id"))
@@ -64,7 +64,7 @@ func NewAdmin(d AdminDeps) http.Handler {
 			return
 		}
 		inst.OAuthSecret = ""
-		writeJSON(w, http.StatusOK, inst)
+		httperr.WriteJSON(w, http.StatusOK, inst)
 	})
 	mux.HandleFunc("DELETE /installations/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if err := d.Store.DeleteInstallation(r.Context(), r.PathValue("id")); err != nil {
@@ -84,7 +84,7 @@ func NewAdmin(d AdminDeps) http.Handler {
 			fail(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, OutboxView{Pending: pending, Dead: dead})
+		httperr.WriteJSON(w, http.StatusOK, OutboxView{Pending: pending, Dead: dead})
 	})
 	deadID := func(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
@@ -100,7 +100,7 @@ func NewAdmin(d AdminDeps) http.Handler {
 				fail(w, err)
 				return
 			}
-			writeJSON(w, http.StatusOK, j)
+			httperr.WriteJSON(w, http.StatusOK, j)
 		}
 	})
 	mux.HandleFunc("DELETE /outbox/dead/{id}", func(w http.ResponseWriter, r *http.Request) {

@@ -327,12 +327,7 @@ func TestMigrateSchema1WithKey(t *testing.T) {
 }
 
 func TestCheckReportsCounterDrift(t *testing.T) {
-	ctx := context.Background()
-	d := openTest(t)
-	if err := d.PutInstallation(ctx, inst("a")); err != nil {
-		t.Fatal(err)
-	}
-	enqueueN(t, d, "a", "m", 2)
+	d, _ := openWithJobs(t, 2)
 	set := func(n uint64) {
 		t.Helper()
 		if err := d.db.Update(func(tx *bolt.Tx) error { return setPendingCount(tx, "a", n) }); err != nil {

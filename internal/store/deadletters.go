@@ -112,31 +112,16 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 			return errFull(j.OAuthID, n)
 		}
 
-		jobs := bucket(tx, bucketJobs)
-		newID, err := jobs.NextSequence()
-		if err != nil {
-			return err
-		}
-		j.ID = newID
 		j.Attempts = 0
-		data, err := json.Marshal(j)
+		j, err = addJob(tx, j, n)
 		if err != nil {
-			return err
-		}
-		if err := jobs.Put(u64(newID), data); err != nil {
-			return err
-		}
-		if err := indexJob(tx, newID, data); err != nil {
 			return err
 		}
 		if err := dead.Delete(k); err != nil {
 			return err
 		}
-		if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
-			return err
-		}
 		if j.MessageID != "" {
-			if err := repointSeen(tx, seenKey(j.OAuthID, j.MessageID), id, newID); err != nil {
+			if err := repointSeen(tx, seenKey(j.OAuthID, j.MessageID), id, j.ID); err != nil {
 				return err
 			}
 		}

@@ -44,6 +44,30 @@ func pendingIDs(t testing.TB, d *DB) []uint64 {
 	return ids
 }
 
+// PendingFor returns how many jobs of the installation are pending (in the
+// outbox, not dead), from its counter: no scan. An unknown installation has
+// none. Only the tests need it.
+func (d *DB) PendingFor(ctx context.Context, oauthID string) (int, error) {
+	var n uint64
+	err := d.view(ctx, "pending for", func(tx *bolt.Tx) error {
+		var err error
+		n, err = pendingCount(tx, oauthID)
+		return err
+	})
+	return int(n), err
+}
+
+// openWithJobs opens a test store holding installation "a" and n jobs of
+// it (see enqueueN).
+func openWithJobs(t *testing.T, n int) (*DB, []addon.Job) {
+	t.Helper()
+	d := openTest(t)
+	if err := d.PutInstallation(context.Background(), inst("a")); err != nil {
+		t.Fatal(err)
+	}
+	return d, enqueueN(t, d, "a", "m", n)
+}
+
 func pendingFor(t testing.TB, d *DB, oauthID string) int {
 	t.Helper()
 	n, err := d.PendingFor(context.Background(), oauthID)
@@ -55,11 +79,7 @@ func pendingFor(t testing.TB, d *DB, oauthID string) int {
 
 func TestRecordAttempt(t *testing.T) {
 	ctx := context.Background()
-	d := openTest(t)
-	if err := d.PutInstallation(ctx, inst("a")); err != nil {
-		t.Fatal(err)
-	}
-	jobs := enqueueN(t, d, "a", "m", 2)
+	d, jobs := openWithJobs(t, 2)
 
 	long := strings.Repeat("é", MaxReasonBytes) // 2 bytes each: the cut falls inside one
 	tests := []struct {
@@ -223,11 +243,7 @@ func TestBuryRetryDrop(t *testing.T) {
 
 func TestDeadLettersOrder(t *testing.T) {
 	ctx := context.Background()
-	d := openTest(t)
-	if err := d.PutInstallation(ctx, inst("a")); err != nil {
-		t.Fatal(err)
-	}
-	jobs := enqueueN(t, d, "a", "m", 4)
+	d, jobs := openWithJobs(t, 4)
 	for _, i := range []int{3, 0, 2} {
 		if err := d.Bury(ctx, jobs[i].ID, fmt.Sprint("reason ", i)); err != nil {
 			t.Fatal(err)
@@ -287,11 +303,8 @@ func TestDeleteInstallationRemovesDeadLettersAndCounter(t *testing.T) {
 
 func TestRetryDeadInstallationGone(t *testing.T) {
 	ctx := context.Background()
-	d := openTest(t)
-	if err := d.PutInstallation(ctx, inst("a")); err != nil {
-		t.Fatal(err)
-	}
-	j := enqueueN(t, d, "a", "m", 1)[0]
+	d, jobs := openWithJobs(t, 1)
+	j := jobs[0]
 	if err := d.Bury(ctx, j.ID, "gone"); err != nil {
 		t.Fatal(err)
 	}
@@ -319,35 +332,24 @@ func TestRetryDeadInstallationGone(t *testing.T) {
 // worker gives up): exactly one wins, and the counters stay right.
 func TestBuryCompleteConcurrent(t *testing.T) {
 	ctx := context.Background()
-	d := openTest(t)
-	if err := d.PutInstallation(ctx, inst("a")); err != nil {
-		t.Fatal(err)
-	}
-	jobs := enqueueN(t, d, "a", "m", 30)
+	d, jobs := openWithJobs(t, 30)
 	var completed, buried, lost atomic.Int64
 	var wg sync.WaitGroup
+	// race runs op, counting its success in won and its NotFound in lost.
+	race := func(won *atomic.Int64, op func() error) {
+		defer wg.Done()
+		if err := op(); err == nil {
+			won.Add(1)
+		} else if !addon.IsNotFound(err) {
+			t.Error(err)
+		} else {
+			lost.Add(1)
+		}
+	}
 	for _, j := range jobs {
 		wg.Add(3)
-		go func() {
-			defer wg.Done()
-			if err := d.Complete(ctx, j.ID); err == nil {
-				completed.Add(1)
-			} else if !addon.IsNotFound(err) {
-				t.Error(err)
-			} else {
-				lost.Add(1)
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			if err := d.Bury(ctx, j.ID, "give up"); err == nil {
-				buried.Add(1)
-			} else if !addon.IsNotFound(err) {
-				t.Error(err)
-			} else {
-				lost.Add(1)
-			}
-		}()
+		go race(&completed, func() error { return d.Complete(ctx, j.ID) })
+		go race(&buried, func() error { return d.Bury(ctx, j.ID, "give up") })
 		go func() {
 			defer wg.Done()
 			if err := d.RecordAttempt(ctx, j.ID, "failed"); err != nil && !addon.IsNotFound(err) {

@@ -100,30 +100,7 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 			return err
 		}
 
-		// Jobs are keyed by ID, so look at each; the queue is short.
-		jobs := bucket(tx, bucketJobs)
-		var jobKeys [][]byte
-		err := jobs.ForEach(func(k, v []byte) error {
-			var j struct {
-				OAuthID string `json:"oauthId"`
-			}
-			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("job %x: %w", k, err)
-			}
-			if j.OAuthID == oauthID {
-				jobKeys = append(jobKeys, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range jobKeys {
-			if err := jobs.Delete(k); err != nil {
-				return err
-			}
-		}
-		if err := unindexInstallation(tx, oauthID); err != nil {
+		if err := removeInstallationJobs(tx, oauthID); err != nil {
 			return err
 		}
 		if err := bucket(tx, bucketPendingCounts).Delete(id); err != nil {
@@ -132,7 +109,7 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 
 		dead := bucket(tx, bucketDead)
 		var deadKeys [][]byte
-		err = dead.ForEach(func(k, v []byte) error {
+		err := dead.ForEach(func(k, v []byte) error {
 			var dl struct {
 				Job struct {
 					OAuthID string `json:"oauthId"`

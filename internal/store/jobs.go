@@ -107,29 +107,12 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 			full = n
 			return nil
 		}
-		id, err := jobs.NextSequence()
+		nj, err := addJob(tx, j, n)
 		if err != nil {
-			return err
-		}
-		nj := j
-		nj.ID = id
-		data, err := json.Marshal(nj)
-		if err != nil {
-			return err
-		}
-		if err := jobs.Put(u64(id), data); err != nil {
-			return err
-		}
-		// The room index entry of indexJob, from j rather than from data
-		// decoded again.
-		if err := bucket(tx, bucketRoomQueue).Put(roomKey(j.OAuthID, j.RoomID, id), nil); err != nil {
-			return err
-		}
-		if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
 			return err
 		}
 		if sk != nil {
-			seenVal, err := json.Marshal(seenEntry{Job: id, At: now})
+			seenVal, err := json.Marshal(seenEntry{Job: nj.ID, At: now})
 			if err != nil {
 				return err
 			}
@@ -151,6 +134,34 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 	return out, isNew, nil
 }
 
+// addJob stores j under the next job ID, with its room index entry, and
+// sets its installation's pending counter, which was n, to n+1. It returns
+// j with its new ID.
+func addJob(tx *bolt.Tx, j addon.Job, n uint64) (addon.Job, error) {
+	jobs := bucket(tx, bucketJobs)
+	id, err := jobs.NextSequence()
+	if err != nil {
+		return addon.Job{}, err
+	}
+	j.ID = id
+	data, err := json.Marshal(j)
+	if err != nil {
+		return addon.Job{}, err
+	}
+	if err := jobs.Put(u64(id), data); err != nil {
+		return addon.Job{}, err
+	}
+	// The room index entry of indexJob, from j rather than from data
+	// decoded again.
+	if err := bucket(tx, bucketRoomQueue).Put(roomKey(j.OAuthID, j.RoomID, id), nil); err != nil {
+		return addon.Job{}, err
+	}
+	if err := setPendingCount(tx, j.OAuthID, n+1); err != nil {
+		return addon.Job{}, err
+	}
+	return j, nil
+}
+
 // errFull is the error for an installation whose outbox is at its bound.
 func errFull(oauthID string, pending uint64) error {
 	return addon.Errorf(addon.Unavailable, "store: outbox of installation %s is full (%d pending)", oauthID, pending)
@@ -158,9 +169,8 @@ func errFull(oauthID string, pending uint64) error {
 
 // Pending returns up to limit stored jobs in ID order; limit <= 0 means all.
 //
-// The dispatcher calls it on every wake, so the jobs it decoded last time
-// are kept (see pendingCache) and reused while their stored bytes are the
-// same: a job is decoded once, not once per call.
+// It shares Heads' cache of decoded jobs (see pendingCache): a job whose
+// stored bytes are unchanged since the last call is not decoded again.
 func (d *DB) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
 	var out []addon.Job
 	err := d.view(ctx, "pending", func(tx *bolt.Tx) error {
@@ -184,8 +194,8 @@ func (d *DB) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
 	return out, err
 }
 
-// pendingCache holds the decoded form of the jobs the last Pending call
-// returned, by ID, with the bytes they were decoded from. An entry is used
+// pendingCache holds the decoded form of the jobs the last Pending or Heads
+// call returned, by ID, with the bytes they were decoded from. An entry is used
 // only while the stored value is byte for byte the same (a rewritten job,
 // e.g. by RecordAttempt, is decoded afresh), so it needs no invalidation;
 // entries a call did not see are dropped, so it holds at most one call's
@@ -291,30 +301,6 @@ func removeJob(tx *bolt.Tx, id uint64, k, v []byte) error {
 	return addPending(tx, owner, -1)
 }
 
-// PendingFor returns how many jobs of the installation are pending (in the
-// outbox, not dead), from its counter: no scan. An unknown installation has
-// none.
-func (d *DB) PendingFor(ctx context.Context, oauthID string) (int, error) {
-	var n uint64
-	err := d.view(ctx, "pending for", func(tx *bolt.Tx) error {
-		var err error
-		n, err = pendingCount(tx, oauthID)
-		return err
-	})
-	return int(n), err
-}
-
-// jobOwner returns the OAuthID of a stored job without decoding the rest.
-func jobOwner(v []byte) (string, error) {
-	var j struct {
-		OAuthID string `json:"oauthId"`
-	}
-	if err := json.Unmarshal(v, &j); err != nil {
-		return "", err
-	}
-	return j.OAuthID, nil
-}
-
 // pendingCount reads the pending-job counter of an installation; an absent
 // counter is zero.
 func pendingCount(tx *bolt.Tx, oauthID string) (uint64, error) {
@@ -385,7 +371,7 @@ func countJobs(tx *bolt.Tx) (map[string]uint64, error) {
 		return counts, nil
 	}
 	err := jobs.ForEach(func(k, v []byte) error {
-		owner, err := jobOwner(v)
+		owner, _, err := jobRoom(v)
 		if err != nil {
 			return fmt.Errorf("job %x: %w", k, err)
 		}

@@ -53,11 +53,20 @@ func indexJob(tx *bolt.Tx, id uint64, v []byte) error {
 	return bucket(tx, bucketRoomQueue).Put(roomKey(oauthID, roomID, id), nil)
 }
 
-// unindexInstallation removes every index entry of an installation.
-func unindexInstallation(tx *bolt.Tx, oauthID string) error {
+// removeInstallationJobs deletes every pending job of an installation with
+// its index entry: the index finds them without reading the other
+// installations' jobs.
+func removeInstallationJobs(tx *bolt.Tx, oauthID string) error {
+	jobs := bucket(tx, bucketJobs)
 	prefix := append([]byte(oauthID), 0)
 	c := bucket(tx, bucketRoomQueue).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if len(k) < 17 {
+			return fmt.Errorf("room index key %x is malformed", k)
+		}
+		if err := jobs.Delete(k[len(k)-8:]); err != nil {
+			return err
+		}
 		if err := c.Delete(); err != nil {
 			return err
 		}

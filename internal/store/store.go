@@ -118,7 +118,7 @@ type DB struct {
 	maxPending int
 	warnings   []string
 	certs      *certStorage
-	pending    pendingCache // jobs Pending decoded, reused while unchanged
+	pending    pendingCache // jobs Pending and Heads decoded, reused while unchanged
 }
 
 var _ addon.Store = (*DB)(nil)

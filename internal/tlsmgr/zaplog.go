@@ -3,6 +3,7 @@ package tlsmgr
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 
 	"go.uber.org/zap/zapcore"
@@ -59,12 +60,7 @@ func (c *zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if e.LoggerName != "" {
 		r.AddAttrs(slog.String("logger", e.LoggerName))
 	}
-	keys := make([]string, 0, len(enc.Fields))
-	for k := range enc.Fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(enc.Fields)) {
 		r.AddAttrs(slog.Any(k, enc.Fields[k]))
 	}
 	return c.l.Handler().Handle(context.Background(), r)

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -43,17 +42,7 @@ func (u *UI) api(h func(w http.ResponseWriter, r *http.Request, s session) error
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return &httperr.Error{Code: http.StatusBadRequest, Msg: "malformed JSON body", Err: err}
-	}
-	if dec.More() {
-		return &httperr.Error{Code: http.StatusBadRequest, Msg: "malformed JSON body: trailing data"}
-	}
-	return nil
+	return httperr.DecodeJSON(dec, v)
 }
 
 func (u *UI) getSettings(w http.ResponseWriter, r *http.Request, s session) error {
@@ -117,7 +106,7 @@ func (u *UI) prepare(r *http.Request, s session, req *searchRequest) (command.Sp
 			return st.Apply(spec), nil
 		}
 	}
-	return command.Spec{}, addon.Errorf(addon.Invalid, "/%s is not an enabled search command", truncate(req.Command, 40))
+	return command.Spec{}, addon.Errorf(addon.Invalid, "/%s is not an enabled search command", command.Truncate(req.Command, 40))
 }
 
 func (u *UI) runSearch(r *http.Request, spec command.Spec, term string) ([]command.Hit, error) {
@@ -144,7 +133,7 @@ func (u *UI) search(w http.ResponseWriter, r *http.Request, s session) error {
 	}
 	resp := searchResponse{Command: spec.Name, Term: req.Term, Total: len(hits), Hits: []Hit{}}
 	for _, h := range hits[:min(len(hits), spec.MaxResults)] {
-		resp.Hits = append(resp.Hits, Hit{Title: truncate(h.Title, maxTitleChars), URL: h.URL})
+		resp.Hits = append(resp.Hits, Hit{Title: command.Truncate(h.Title, maxTitleChars), URL: h.URL})
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"log/slog"
 	"mime"
 	"net/http"
 	"regexp"
@@ -164,19 +163,8 @@ func isJSON(r *http.Request) bool {
 // one line without the token (no error text of this code base carries
 // one, and the query string is not logged).
 func (u *UI) fail(w http.ResponseWriter, r *http.Request, err error, s *session) {
-	code, msg := httperr.Status(err)
-	level := slog.LevelWarn
-	if code >= 500 {
-		level = slog.LevelError
-	}
-	u.d.Logger.LogAttrs(r.Context(), level, "ui: request refused",
-		slog.String("method", r.Method), slog.String("path", r.URL.Path),
-		slog.Int("status", code), slog.String("reason", err.Error()))
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	if code == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `JWT realm="hipconnect"`)
-	}
+	code, msg := httperr.Refuse(u.d.Logger, "ui: request refused", w, r, err)
+	w.Header().Set("Cache-Control", "no-store")
 	if wantsJSON(r) {
 		writeJSON(w, code, map[string]string{"error": msg})
 		return
@@ -184,18 +172,9 @@ func (u *UI) fail(w http.ResponseWriter, r *http.Request, err error, s *session)
 	u.errorPage(w, r, code, msg, u.frameOrigin(r.Context(), r, s))
 }
 
+// writeJSON answers with v as JSON, under the CSP of a document that is
+// not a page.
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// truncate shortens s to at most n characters, marking the cut with "…".
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
+	httperr.WriteJSON(w, code, v)
 }

@@ -92,9 +92,9 @@ func (u *UI) AfterSearch(ctx context.Context, inst addon.Installation, roomID in
 		return addon.Errorf(addon.Invalid, "ui: room %d is not a room of installation %s", roomID, inst.OAuthID)
 	}
 	now := u.d.Now().UTC()
-	s := Search{Command: name, Term: truncate(term, maxTermChars), At: now, Total: len(hits), Hits: []Hit{}}
+	s := Search{Command: name, Term: command.Truncate(term, maxTermChars), At: now, Total: len(hits), Hits: []Hit{}}
 	for _, h := range hits[:min(len(hits), HitsPerSearch)] {
-		s.Hits = append(s.Hits, Hit{Title: truncate(h.Title, maxTitleChars), URL: h.URL})
+		s.Hits = append(s.Hits, Hit{Title: command.Truncate(h.Title, maxTitleChars), URL: h.URL})
 	}
 
 	u.mu.Lock()

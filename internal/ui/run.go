@@ -40,7 +40,7 @@ func (u *UI) RunCommand(ctx context.Context, inst addon.Installation, roomID int
 	hits, err := u.d.Commands.Search(ctx, name, args)
 	if err != nil {
 		msg := fmt.Sprintf("Sorry, the search for <b>%s</b> failed: the search service did not answer. Please try again later.",
-			html.EscapeString(truncate(args, maxTermChars)))
+			html.EscapeString(command.Truncate(args, maxTermChars)))
 		return addon.Notification{Message: msg, MessageFormat: "html", Color: "red"}, fmt.Errorf("ui: %s: %w", name, err)
 	}
 	n := u.d.Commands.Reply(spec, args, hits)

@@ -98,7 +98,7 @@ func (u *UI) ValidateSettings(s Settings) error {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return addon.Errorf(addon.Invalid, "unknown command %q", truncate(unknown[0], 40))
+		return addon.Errorf(addon.Invalid, "unknown command %q", command.Truncate(unknown[0], 40))
 	}
 	return nil
 }

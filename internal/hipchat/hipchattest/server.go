@@ -840,15 +840,6 @@ func (s *Server) handleNotification(w http.ResponseWriter, r *http.Request) {
 		}
 		roomID = n
 	}
-	if !isJSON(r) {
-		writeAPIError(w, http.StatusBadRequest, "Content-Type must be application/json")
-		return
-	}
-	raw, err := io.ReadAll(r.Body)
-	if err != nil {
-		writeAPIError(w, http.StatusRequestEntityTooLarge, "Request body too large")
-		return
-	}
 	var body struct {
 		Message       *string `json:"message"`
 		MessageFormat *string `json:"message_format"`
@@ -856,8 +847,8 @@ func (s *Server) handleNotification(w http.ResponseWriter, r *http.Request) {
 		Notify        *bool   `json:"notify"`
 		From          *string `json:"from"`
 	}
-	if err := json.Unmarshal(raw, &body); err != nil {
-		writeAPIError(w, http.StatusBadRequest, "Request body is not valid JSON")
+	raw, ok := readJSON(w, r, &body)
+	if !ok {
 		return
 	}
 	var n addon.Notification
@@ -912,23 +903,14 @@ func (s *Server) handleGlance(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, "Room not found")
 		return
 	}
-	if !isJSON(r) {
-		writeAPIError(w, http.StatusBadRequest, "Content-Type must be application/json")
-		return
-	}
-	raw, err := io.ReadAll(r.Body)
-	if err != nil {
-		writeAPIError(w, http.StatusRequestEntityTooLarge, "Request body too large")
-		return
-	}
 	var body struct {
 		Glance []struct {
 			Key     string          `json:"key"`
 			Content json.RawMessage `json:"content"`
 		} `json:"glance"`
 	}
-	if err := json.Unmarshal(raw, &body); err != nil {
-		writeAPIError(w, http.StatusBadRequest, "Request body is not valid JSON")
+	raw, ok := readJSON(w, r, &body)
+	if !ok {
 		return
 	}
 	if len(body.Glance) == 0 {
@@ -1178,4 +1160,23 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never returns an error
 	return hex.EncodeToString(b)
+}
+
+// readJSON reads a JSON request body into v as HipChat's API does, and
+// returns it raw; on failure it has answered with HipChat's error.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, bool) {
+	if !isJSON(r) {
+		writeAPIError(w, http.StatusBadRequest, "Content-Type must be application/json")
+		return nil, false
+	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeAPIError(w, http.StatusRequestEntityTooLarge, "Request body too large")
+		return nil, false
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Request body is not valid JSON")
+		return nil, false
+	}
+	return raw, true
 }

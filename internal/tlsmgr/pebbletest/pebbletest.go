@@ -50,7 +50,6 @@ type Options struct {
 // CA is a running pebble. Its methods are safe for concurrent use.
 type CA struct {
 	directory string
-	rootPEM   []byte
 	rootFile  string
 	issuer    *x509.Certificate
 	orders    atomic.Int64
@@ -117,9 +116,9 @@ func Start(t testing.TB, o Options) *CA {
 	})
 
 	c.directory = srv.URL + wfe.DirectoryPath
-	c.rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	c.rootFile = filepath.Join(t.TempDir(), "pebble-directory-root.pem")
-	if err := os.WriteFile(c.rootFile, c.rootPEM, 0o600); err != nil {
+	if err := os.WriteFile(c.rootFile, rootPEM, 0o600); err != nil {
 		t.Fatalf("pebbletest: %v", err)
 	}
 	c.issuer = authority.GetRootCert(0).Cert
@@ -157,15 +156,9 @@ func (c *CA) Directory() string { return c.directory }
 // certificates pebble issues: see Roots.
 func (c *CA) DirectoryRootFile() string { return c.rootFile }
 
-// DirectoryRootPEM is the content of DirectoryRootFile.
-func (c *CA) DirectoryRootPEM() []byte { return bytes.Clone(c.rootPEM) }
-
-// Root is the root certificate the certificates pebble issues chain to
-// (through an intermediate the ACME client serves with the leaf).
-func (c *CA) Root() *x509.Certificate { return c.issuer }
-
-// Roots is a pool holding Root only: a client trusting exactly pebble's
-// issuing root.
+// Roots is a pool holding only the root certificate the certificates pebble
+// issues chain to (through an intermediate the ACME client serves with the
+// leaf): a client trusting exactly pebble's issuing root.
 func (c *CA) Roots() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(c.issuer)
@@ -174,9 +167,6 @@ func (c *CA) Roots() *x509.CertPool {
 
 // Orders is the number of new-order requests pebble has received.
 func (c *CA) Orders() int64 { return c.orders.Load() }
-
-// Logs is what pebble has logged so far.
-func (c *CA) Logs() string { return c.logs.String() }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
 type syncBuffer struct {
