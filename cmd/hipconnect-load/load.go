@@ -70,7 +70,10 @@ func (p *plan) pair(k int) (installation, int64) {
 func (p *plan) webhook(buf []byte, k int, marker string) ([]byte, string) {
 	inst, room := p.pair(k)
 	rs := strconv.FormatInt(room, 10)
-	b := append(buf[:0], `{"event":"room_message","item":{"message":{"date":"2026-11-25T17:00:00.000000+00:00",`+
+	b := append(buf[:0], `{"event":"room_message","item":{"message":{"date":"`...)
+	// Sent now, as HipChat dates a message when it receives it.
+	b = time.Now().UTC().AppendFormat(b, "2006-01-02T15:04:05.000000+00:00")
+	b = append(b, `",`+
 		`"from":{"id":1661743,"mention_name":"Blinky","name":"Blinky the Three Eyed Fish",`+
 		`"links":{"self":"https://hipchat.example.com/v2/user/1661743"}},"id":"`...)
 	b = append(b, marker...)

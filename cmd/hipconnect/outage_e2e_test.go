@@ -395,6 +395,11 @@ func TestOutboxFull(t *testing.T) {
 
 	hc.SetFault(nil) // HipChat is back; the outbox drains
 	wait(t, hc, 3)
+	// A delivered job leaves the outbox once its removal is committed,
+	// just after HipChat got its reply.
+	for deadline := time.Now().Add(5 * time.Second); pendingJobs(t, d) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if code := webhook("full-4"); code != http.StatusNoContent {
 		t.Errorf("the refused webhook again, with room in the outbox = %d, want 204", code)
 	}

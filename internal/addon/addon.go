@@ -59,14 +59,17 @@ type Notification struct {
 // Job is a slash command HipChat delivered and hipconnect acknowledged: it
 // stays in the store until its reply has reached the room.
 type Job struct {
-	ID        uint64    `json:"id"` // assigned by the store, increasing
-	OAuthID   string    `json:"oauthId"`
-	RoomID    int64     `json:"roomId"`
-	MessageID string    `json:"messageId"` // item.message.id, for duplicate detection
-	Command   string    `json:"command"`   // configured command name, e.g. "hascode"
-	Args      string    `json:"args"`      // text after "/name "
-	From      string    `json:"from"`      // sender's display name
-	Received  time.Time `json:"received"`
+	ID        uint64 `json:"id"` // assigned by the store, increasing
+	OAuthID   string `json:"oauthId"`
+	RoomID    int64  `json:"roomId"`
+	MessageID string `json:"messageId"` // item.message.id, for duplicate detection
+	// MessageDate is item.message.date as HipChat sent it (zero if it sent
+	// none): a delivery of the same message again carries the same one.
+	MessageDate time.Time `json:"messageDate,omitzero"`
+	Command     string    `json:"command"` // configured command name, e.g. "hascode"
+	Args        string    `json:"args"`    // text after "/name "
+	From        string    `json:"from"`    // sender's display name
+	Received    time.Time `json:"received"`
 	// Reply, when set, is sent as it is instead of running Command (used for
 	// the "installed in this room" greeting).
 	Reply     *Notification `json:"reply,omitempty"`
@@ -102,9 +105,6 @@ type Store interface {
 	Enqueue(ctx context.Context, j Job) (Job, bool, error)
 	// Pending returns up to limit stored jobs in ID order (limit <= 0: all).
 	Pending(ctx context.Context, limit int) ([]Job, error)
-	// Heads returns the oldest stored job of each room (installation and
-	// room id), in ID order, for at most limit rooms (limit <= 0: all).
-	Heads(ctx context.Context, limit int) ([]Job, error)
 	// Complete removes a delivered job.
 	Complete(ctx context.Context, id uint64) error
 	// RecordAttempt stores a failed attempt at job id: Attempts is

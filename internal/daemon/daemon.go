@@ -142,20 +142,44 @@ func commandNames(cfg *config.Config) []string {
 	return names
 }
 
-// uninstaller removes what the UI keeps for an installation together with
-// the installation itself.
-type uninstaller struct {
+// appStore is the store as the handlers see it: it also removes what the
+// UI keeps for an installation with the installation, and tells the
+// dispatcher of every change to the outbox, so that no handler can store a
+// job the dispatcher does not hear of.
+type appStore struct {
 	*store.DB
-	ui *ui.UI
+	ui   *ui.UI
+	jobs *delivery.Dispatcher
+}
+
+// Enqueue stores j and hands a new job to the dispatcher.
+func (s appStore) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
+	j, isNew, err := s.DB.Enqueue(ctx, j)
+	if err == nil && isNew {
+		s.jobs.Added(j)
+	}
+	return j, isNew, err
+}
+
+// RetryDead puts a dead letter back into the outbox and hands it to the
+// dispatcher.
+func (s appStore) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
+	j, err := s.DB.RetryDead(ctx, id)
+	if err == nil {
+		s.jobs.Added(j)
+	}
+	return j, err
 }
 
 // DeleteInstallation removes the installation, everything the store keeps
-// for it, and its UI settings and history.
-func (u uninstaller) DeleteInstallation(ctx context.Context, oauthID string) error {
-	if err := u.DB.DeleteInstallation(ctx, oauthID); err != nil {
+// for it (its pending jobs too: the dispatcher rereads the outbox), and its
+// UI settings and history.
+func (s appStore) DeleteInstallation(ctx context.Context, oauthID string) error {
+	if err := s.DB.DeleteInstallation(ctx, oauthID); err != nil {
 		return err
 	}
-	return u.ui.Forget(ctx, oauthID)
+	s.jobs.Wake()
+	return s.ui.Forget(ctx, oauthID)
 }
 
 // Commands converts the configured commands.
@@ -233,16 +257,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	tokens := hipchat.NewTokens(hc, db, Scopes, time.Minute)
 	runner := command.New(client, cfg.Addon.Name, Commands(cfg))
 	verifier := &hipchat.Verifier{Store: db, Now: o.Now}
-	var dispatcher *delivery.Dispatcher
+	st := appStore{DB: db}
 	pages := ui.New(ui.Deps{
 		Store: db, KV: db.KV("ui"), Verifier: verifier, Commands: runner, CommandNames: commandNames(cfg),
 		// "Post to room" from the dialog goes through the outbox like
 		// every reply: durable, paced and retried.
 		Post: func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
-			_, _, err := db.Enqueue(ctx, addon.Job{OAuthID: inst.OAuthID, RoomID: roomID, Reply: &n, Received: o.Now().UTC()})
-			if err == nil {
-				dispatcher.Wake()
-			}
+			_, _, err := st.Enqueue(ctx, addon.Job{OAuthID: inst.OAuthID, RoomID: roomID, Reply: &n, Received: o.Now().UTC()})
 			return err
 		},
 		PushGlance: func(ctx context.Context, inst addon.Installation, roomID int64, g hipchat.Glance) error {
@@ -252,8 +273,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		},
 		GlanceKey: desc.Capabilities.Glance[0].Key, Logger: log, Now: o.Now,
 	})
-	st := uninstaller{DB: db, ui: pages}
-	dispatcher = delivery.New(delivery.Options{
+	st.ui = pages
+	st.jobs = delivery.New(delivery.Options{
 		Store: db,
 		Run: func(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error) {
 			n, err := pages.RunCommand(ctx, inst, j.RoomID, j.Command, j.Args)
@@ -297,7 +318,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	public := httpapi.NewServer(httpapi.Deps{
 		BaseURL: base, Descriptor: desc, Store: st, HipChat: hc, Verifier: verifier,
 		UI: pages.Handler(), UIPaths: ui.Paths(),
-		Commands: runner, Wake: dispatcher.Wake, Metrics: m, Logger: log,
+		Commands: runner, Metrics: m, Logger: log,
 		AllowHost: hipchatHosts.AllowHost, MaxBodyBytes: cfg.Server.MaxBodyBytes, Now: o.Now,
 	})
 	var ready atomic.Bool
@@ -305,7 +326,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	ops := httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: db.Ping, Pprof: cfg.Server.Pprof,
 		Ready: func() bool { return ready.Load() && (tlsOff || certs.Leaf() != nil) }})
 
-	admin := httpapi.NewAdmin(httpapi.AdminDeps{Store: st, Outbox: db, Backup: db.Backup, CAPEM: certs.CAPEM})
+	admin := httpapi.NewAdmin(httpapi.AdminDeps{Store: st, Outbox: st, Backup: db.Backup, CAPEM: certs.CAPEM})
 
 	servers, err := listen(cfg, public, ops, certs, base, log)
 	if err != nil {
@@ -328,7 +349,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers)+1)
-	wg.Go(func() { _ = dispatcher.Run(runCtx) })
+	wg.Go(func() { _ = st.jobs.Run(runCtx) })
 	wg.Go(func() { prune(runCtx, db, o.Now, log) })
 	for _, s := range servers {
 		wg.Go(func() {

@@ -1,13 +1,26 @@
-// Package delivery works off the outbox: every job the webhook handler
-// committed to the store is run and its reply sent to the room, in order per
-// room, retried with backoff until it is delivered or fails for good.
+// Package delivery works off the outbox: every job committed to the store
+// is run and its reply sent to the room, in order per room, retried with
+// backoff until it is delivered or fails for good.
+//
+// The dispatcher keeps the outbox's jobs in memory, queued by room, so that
+// picking the next delivery costs no store access: it reads the store once
+// at start, is told of every job committed afterwards (Added), and reads it
+// again when it is told the outbox changed otherwise (Wake). The store stays
+// the record: a delivered job is removed from it in a write shared with
+// other deliveries, and a job whose removal was not committed when the
+// process died is delivered again at the next start (at least once).
 package delivery
 
 import (
+	"cmp"
+	"container/heap"
 	"context"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
@@ -15,15 +28,24 @@ import (
 
 // Outcome of one delivery attempt, as passed to Options.Observe.
 const (
-	Delivered = "delivered" // the reply reached HipChat; the job is gone
+	Delivered = "delivered" // the reply reached HipChat; the job is removed
 	Retry     = "retry"     // a passing failure; the job stays and is retried later
 	Dead      = "dead"      // a permanent failure; the job moved to the dead letters
 	Dropped   = "dropped"   // the installation is gone, and with it the job
 )
 
+// Store is what the dispatcher needs of the outbox.
+type Store interface {
+	Installation(ctx context.Context, oauthID string) (addon.Installation, error)
+	Pending(ctx context.Context, limit int) ([]addon.Job, error)
+	CompleteAll(ctx context.Context, jobs []addon.Job) error
+	RecordAttempt(ctx context.Context, id uint64, reason string) error
+	Bury(ctx context.Context, id uint64, reason string) error
+}
+
 // Options configure a Dispatcher. Store, Run and Send are required.
 type Options struct {
-	Store addon.Store
+	Store Store
 	// Run answers the command of job j for the room of installation inst. A
 	// non-nil error with a non-empty notification (a failed search) still
 	// sends that notification.
@@ -58,6 +80,10 @@ type Options struct {
 type Dispatcher struct {
 	o    Options
 	wake chan struct{}
+
+	mu     sync.Mutex
+	added  []addon.Job // committed jobs the run loop has not taken yet
+	reread bool        // the outbox changed otherwise: read it again
 }
 
 // New returns a Dispatcher; call Run to start it.
@@ -83,11 +109,30 @@ func New(o Options) *Dispatcher {
 	if o.TokenLimit.N == 0 {
 		o.TokenLimit = TokenLimit
 	}
-	return &Dispatcher{o: o, wake: make(chan struct{}, 1)}
+	return &Dispatcher{o: o, wake: make(chan struct{}, 1), reread: true}
 }
 
-// Wake tells the dispatcher that a job was stored. It never blocks.
+// Added tells the dispatcher that job j (with its ID) was committed to the
+// store. It never blocks. Whoever stores a job must call Added or Wake, or
+// the job waits for the next start.
+func (d *Dispatcher) Added(j addon.Job) {
+	d.mu.Lock()
+	d.added = append(d.added, j)
+	d.mu.Unlock()
+	d.signal()
+}
+
+// Wake tells the dispatcher that the outbox changed in a way it was not
+// told of by Added (jobs removed with their installation, put back from the
+// dead letters): it reads the store again. It never blocks.
 func (d *Dispatcher) Wake() {
+	d.mu.Lock()
+	d.reread = true
+	d.mu.Unlock()
+	d.signal()
+}
+
+func (d *Dispatcher) signal() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -115,196 +160,359 @@ func Backoff(attempt int, base, max time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
-type result struct {
-	job     addon.Job
-	room    string
-	outcome string
-	wait    time.Duration
-	// Pacing: when the delivery started, its slots in the room's and the
-	// token's windows, and when its attempt was over (zero: nothing was
-	// sent).
+// room is the queue of one room's stored jobs.
+type room struct {
+	key     string
+	jobs    []addon.Job // not yet delivered, in ID order; jobs[0] is next
+	busy    bool        // a delivery of jobs[0] is in flight
+	queued  bool        // in the ready queue or the waiting heap
+	at      time.Time   // while in the waiting heap: when it may go
+	retryID uint64      // the job that failed last, and
+	retryAt time.Time   // when it may be tried again
+}
+
+// task is one delivery for a worker.
+type task struct {
+	job      addon.Job
+	room     *room
 	started  time.Time
 	roomSlot int
 	tokSlots []int
-	sent     time.Time
+}
+
+type result struct {
+	task
+	outcome string
+	wait    time.Duration
+	sent    time.Time // when the attempt was over (zero: nothing was sent)
+}
+
+// committed reports a removal of delivered jobs from the store.
+type committed struct {
+	jobs []addon.Job
+	err  error
+}
+
+// loop is the state of Run, owned by its goroutine.
+type loop struct {
+	d          *Dispatcher
+	rooms      map[string]*room
+	ready      []*room         // rooms that may go now, oldest first
+	waiting    waitHeap        // rooms that must wait (retry, pacing), soonest first
+	completing []addon.Job     // delivered, removal not yet handed to the store
+	removing   map[uint64]bool // delivered, removal not yet committed
+	floor      uint64          // the highest job ID any read of the store saw
+	pace       *pacer
+	inflight   int
+	tasks      chan task
 }
 
 // Run delivers jobs until ctx ends, then waits up to Grace for deliveries in
-// flight; jobs not delivered stay stored for the next start. It returns
-// ctx's error.
+// flight and records their outcomes; jobs not delivered stay stored for the
+// next start. It returns ctx's error.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	store := context.WithoutCancel(ctx) // outcomes are recorded even while shutting down
+	l := &loop{d: d, rooms: map[string]*room{}, removing: map[uint64]bool{}, pace: newPacer(),
+		tasks: make(chan task)}
 	done := make(chan result)
-	busy := map[string]bool{}           // rooms with a delivery in flight
-	notBefore := map[uint64]time.Time{} // jobs waiting for a retry
-	pace := newPacer()
+	var workers sync.WaitGroup
+	for range d.o.Workers {
+		workers.Go(func() {
+			for t := range l.tasks {
+				done <- d.deliver(work, store, t)
+			}
+		})
+	}
+	defer workers.Wait()
+	defer close(l.tasks)
+
+	// Removals of delivered jobs go to the store in the background, as many
+	// at a time as were delivered while the previous write was on its way.
+	toRemove := make(chan []addon.Job)
+	removed := make(chan committed)
+	go func() {
+		for jobs := range toRemove {
+			removed <- committed{jobs: jobs, err: d.o.Store.CompleteAll(store, jobs)}
+		}
+		close(removed)
+	}()
+	writing := false
+	flush := func() {
+		if !writing && len(l.completing) > 0 {
+			toRemove <- l.completing
+			l.completing, writing = nil, true
+		}
+	}
+
 	window := max(d.o.RoomLimit.Per, d.o.TokenLimit.Per) // the longest a pacer window matters
 	forget := time.NewTicker(window)
 	defer forget.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	inflight := 0
-
 	for {
-		next := d.schedule(work, done, busy, notBefore, pace, &inflight)
-		if !next.IsZero() {
+		if next := l.step(work); !next.IsZero() {
 			timer.Reset(max(next.Sub(d.o.Now()), time.Millisecond))
 		}
+		flush()
 		select {
 		case <-ctx.Done():
-			d.drain(done, inflight, cancelWork)
+			l.drain(done, cancelWork)
+			for writing || len(l.completing) > 0 {
+				flush()
+				c := <-removed
+				writing = false
+				l.removed(c)
+			}
+			close(toRemove)
 			return ctx.Err()
 		case <-d.wake:
 		case <-timer.C:
 		case <-forget.C:
-			pace.forget(d.o.Now(), window)
+			l.pace.forget(d.o.Now(), window)
 		case r := <-done:
-			inflight--
-			delete(busy, r.room)
-			if !r.sent.IsZero() {
-				pace.settle(r.room, r.roomSlot, r.started, r.sent)
-				for _, slot := range r.tokSlots {
-					pace.settle(r.job.OAuthID, slot, r.started, r.sent)
-				}
-			}
-			if r.outcome == Retry {
-				notBefore[r.job.ID] = d.o.Now().Add(r.wait)
-			} else {
-				delete(notBefore, r.job.ID)
-			}
+			l.finish(r)
+		case c := <-removed:
+			writing = false
+			l.removed(c)
 		}
 	}
 }
 
+// step takes what the dispatcher was told, starts the deliveries that may
+// go, and returns the earliest time a waiting room may go (or the outbox
+// should be read again, after a failed read).
+func (l *loop) step(ctx context.Context) time.Time {
+	d := l.d
+	d.mu.Lock()
+	added, reread := d.added, d.reread
+	d.added, d.reread = nil, false
+	d.mu.Unlock()
+	var again time.Time
+	if reread {
+		if err := l.read(ctx); err != nil {
+			d.o.Logger.Error("delivery: read outbox", slog.Any("err", err))
+			d.mu.Lock()
+			d.reread = true
+			d.mu.Unlock()
+			again = d.o.Now().Add(time.Second)
+		}
+	}
+	for _, j := range added {
+		// A job the last read could see is queued already, or was
+		// removed: either way, not again.
+		if j.ID > l.floor {
+			l.add(j)
+		}
+	}
+	next := l.schedule(d.o.Now())
+	if !again.IsZero() && (next.IsZero() || again.Before(next)) {
+		next = again
+	}
+	return next
+}
+
+// read replaces the queues with the store's outbox.
+func (l *loop) read(ctx context.Context) error {
+	jobs, err := l.d.o.Store.Pending(ctx, 0)
+	if err != nil {
+		return err
+	}
+	for _, r := range l.rooms {
+		r.jobs = r.jobs[:0]
+	}
+	for _, j := range jobs {
+		l.floor = max(l.floor, j.ID)
+		if l.removing[j.ID] {
+			continue // delivered; its removal is on its way
+		}
+		r := l.room(j)
+		r.jobs = append(r.jobs, j)
+	}
+	// Rooms whose oldest job is oldest go first.
+	rooms := slices.Collect(maps.Values(l.rooms))
+	slices.SortFunc(rooms, func(a, b *room) int {
+		if len(a.jobs) == 0 || len(b.jobs) == 0 {
+			return cmp.Compare(len(b.jobs), len(a.jobs))
+		}
+		return cmp.Compare(a.jobs[0].ID, b.jobs[0].ID)
+	})
+	for _, r := range rooms {
+		l.makeReady(r)
+	}
+	return nil
+}
+
+// add queues a job the store committed.
+func (l *loop) add(j addon.Job) {
+	r := l.room(j)
+	// Jobs committed together may be told in any order.
+	i, found := slices.BinarySearchFunc(r.jobs, j.ID, func(q addon.Job, id uint64) int {
+		switch {
+		case q.ID < id:
+			return -1
+		case q.ID > id:
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		r.jobs = slices.Insert(r.jobs, i, j)
+	}
+	l.makeReady(r)
+}
+
+// room returns the queue of j's room, made if need be.
+func (l *loop) room(j addon.Job) *room {
+	key := j.OAuthID + "\x00" + strconv.FormatInt(j.RoomID, 10)
+	r := l.rooms[key]
+	if r == nil {
+		r = &room{key: key}
+		l.rooms[key] = r
+	}
+	return r
+}
+
+// makeReady puts r in the ready queue if it has a job to deliver and is
+// neither busy nor queued already; a room with nothing left is forgotten.
+func (l *loop) makeReady(r *room) {
+	switch {
+	case r.busy || r.queued:
+	case len(r.jobs) == 0:
+		if l.rooms[r.key] == r {
+			delete(l.rooms, r.key)
+		}
+	default:
+		r.queued = true
+		l.ready = append(l.ready, r)
+	}
+}
+
+// schedule starts deliveries for the ready rooms whose retry time has come
+// and whose room and token are under HipChat's limits, up to Workers at
+// once, and returns the earliest time a waiting room may go.
+func (l *loop) schedule(now time.Time) time.Time {
+	d := l.d
+	for len(l.waiting) > 0 && !now.Before(l.waiting[0].at) {
+		r := heap.Pop(&l.waiting).(*room)
+		r.queued = false
+		l.makeReady(r)
+	}
+	n := 0 // rooms taken off the ready queue
+	for ; n < len(l.ready) && l.inflight < d.o.Workers; n++ {
+		r := l.ready[n]
+		l.ready[n] = nil
+		r.queued = false
+		if r.busy || len(r.jobs) == 0 {
+			l.makeReady(r) // forgets it if empty
+			continue
+		}
+		j := r.jobs[0]
+		requests := 1
+		if d.o.Requests != nil {
+			requests = max(d.o.Requests(j), 1)
+		}
+		at := r.retryAt
+		if r.retryID != j.ID || !now.Before(at) {
+			at = now.Add(max(l.pace.wait(r.key, d.o.RoomLimit, now), l.pace.waitN(j.OAuthID, d.o.TokenLimit, now, requests)))
+		}
+		if now.Before(at) {
+			r.at, r.queued = at, true
+			heap.Push(&l.waiting, r)
+			continue
+		}
+		t := task{job: j, room: r, started: now, roomSlot: l.pace.take(r.key, d.o.RoomLimit, now)}
+		for range min(requests, max(d.o.TokenLimit.N, 1)) {
+			t.tokSlots = append(t.tokSlots, l.pace.take(j.OAuthID, d.o.TokenLimit, now))
+		}
+		r.busy = true
+		l.inflight++
+		l.tasks <- t
+	}
+	l.ready = l.ready[n:]
+	if len(l.ready) == 0 {
+		l.ready = nil // let the backing array go
+	}
+	if len(l.waiting) > 0 {
+		return l.waiting[0].at
+	}
+	return time.Time{}
+}
+
+// finish takes the outcome of a delivery.
+func (l *loop) finish(res result) {
+	l.inflight--
+	r, j := res.room, res.job
+	r.busy = false
+	if !res.sent.IsZero() {
+		l.pace.settle(r.key, res.roomSlot, res.started, res.sent)
+		for _, slot := range res.tokSlots {
+			l.pace.settle(j.OAuthID, slot, res.started, res.sent)
+		}
+	}
+	switch res.outcome {
+	case Retry:
+		r.retryID, r.retryAt = j.ID, l.d.o.Now().Add(res.wait)
+		for i := range r.jobs {
+			if r.jobs[i].ID == j.ID { // the next attempt counts this one
+				r.jobs[i].Attempts++
+			}
+		}
+	default:
+		if res.outcome == Delivered || res.outcome == Dropped {
+			l.completing = append(l.completing, j)
+			l.removing[j.ID] = true
+		}
+		r.jobs = slices.DeleteFunc(r.jobs, func(q addon.Job) bool { return q.ID == j.ID })
+	}
+	l.makeReady(r)
+}
+
+// removed takes the end of a removal from the store. A failed one leaves
+// the jobs stored: they are read again and delivered again (at least once).
+func (l *loop) removed(c committed) {
+	for _, j := range c.jobs {
+		delete(l.removing, j.ID)
+	}
+	if c.err != nil {
+		l.d.o.Logger.Error("delivery: remove delivered jobs; they will be sent again", slog.Int("jobs", len(c.jobs)), slog.Any("err", c.err))
+		l.d.Wake()
+	}
+}
+
 // drain waits for in-flight deliveries, cancelling them after Grace.
-func (d *Dispatcher) drain(done chan result, inflight int, cancel context.CancelFunc) {
-	grace := time.NewTimer(d.o.Grace)
+func (l *loop) drain(done chan result, cancel context.CancelFunc) {
+	grace := time.NewTimer(l.d.o.Grace)
 	defer grace.Stop()
-	for inflight > 0 {
+	for l.inflight > 0 {
 		select {
-		case <-done:
-			inflight--
+		case r := <-done:
+			l.finish(r)
 		case <-grace.C:
-			d.o.Logger.Warn("delivery: grace period over, cancelling deliveries in flight", slog.Int("in_flight", inflight))
+			l.d.o.Logger.Warn("delivery: grace period over, cancelling deliveries in flight", slog.Int("in_flight", l.inflight))
 			cancel()
 			grace.Reset(time.Hour)
 		}
 	}
 }
 
-// maxRooms bounds how many rooms one scheduling pass looks at; rooms past
-// it (in order of their oldest job) wait for the next pass.
-const maxRooms = 10000
-
-// schedule starts deliveries for the first stored job of every idle room
-// whose retry time has come and whose room and token are under HipChat's
-// limits, and returns the earliest time a waiting job may go.
-func (d *Dispatcher) schedule(ctx context.Context, done chan<- result, busy map[string]bool,
-	notBefore map[uint64]time.Time, pace *pacer, inflight *int) time.Time {
-	if *inflight >= d.o.Workers {
-		return time.Time{}
-	}
-	// The oldest job of each room: a room's jobs go one at a time, in
-	// order, and a room with a long queue cannot hide the others'.
-	jobs, err := d.o.Store.Heads(ctx, maxRooms)
-	if err != nil {
-		d.o.Logger.Error("delivery: read outbox", slog.Any("err", err))
-		return d.o.Now().Add(time.Second)
-	}
-	// Retry times of jobs no longer at the head of a room (delivered,
-	// removed with their installation, dropped by an operator) are stale.
-	heads := make(map[uint64]bool, len(jobs))
-	for _, j := range jobs {
-		heads[j.ID] = true
-	}
-	for id := range notBefore {
-		if !heads[id] {
-			delete(notBefore, id)
-		}
-	}
-	var next time.Time
-	now := d.o.Now()
-	for _, j := range jobs {
-		room := j.OAuthID + "\x00" + strconv.FormatInt(j.RoomID, 10)
-		if busy[room] {
-			continue
-		}
-		requests := 1
-		if d.o.Requests != nil {
-			requests = max(d.o.Requests(j), 1)
-		}
-		at, ok := notBefore[j.ID]
-		if !ok || !now.Before(at) {
-			at = now.Add(max(pace.wait(room, d.o.RoomLimit, now), pace.waitN(j.OAuthID, d.o.TokenLimit, now, requests)))
-		}
-		if now.Before(at) {
-			if next.IsZero() || at.Before(next) {
-				next = at
-			}
-			continue
-		}
-		roomSlot := pace.take(room, d.o.RoomLimit, now)
-		var tokSlots []int
-		for range min(requests, max(d.o.TokenLimit.N, 1)) {
-			tokSlots = append(tokSlots, pace.take(j.OAuthID, d.o.TokenLimit, now))
-		}
-		busy[room] = true
-		*inflight++
-		go func() {
-			r := d.deliver(ctx, j, room)
-			r.started, r.roomSlot, r.tokSlots = now, roomSlot, tokSlots
-			done <- r
-		}()
-		if *inflight >= d.o.Workers {
-			break
-		}
-	}
-	return next
-}
-
-// deliver makes one attempt at job j and records its outcome in the store.
-func (d *Dispatcher) deliver(ctx context.Context, j addon.Job, room string) result {
-	log := d.o.Logger.With(slog.Uint64("job", j.ID), slog.String("oauth_id", j.OAuthID), slog.Int64("room", j.RoomID))
-	r := result{job: j, room: room, outcome: Delivered}
+// deliver makes one attempt at the task's job and records a failure in the
+// store; a delivered job is removed by the run loop.
+func (d *Dispatcher) deliver(ctx, store context.Context, t task) result {
+	j := t.job
+	r := result{task: t, outcome: Delivered}
 	inst, err := d.o.Store.Installation(ctx, j.OAuthID)
-	if addon.IsNotFound(err) {
+	switch {
+	case addon.IsNotFound(err):
 		r.outcome = Dropped
-	} else if err == nil {
-		err = d.attempt(ctx, inst, j, log)
+		d.log(j).Info("delivery: installation gone, job dropped")
+	case err == nil:
+		err = d.attempt(ctx, inst, j)
 		r.sent = d.o.Now() // HipChat got the request, if at all, by now
 	}
-	store := context.WithoutCancel(ctx) // record the outcome even while shutting down
-	var serr error
-	switch {
-	case r.outcome == Dropped:
-		log.Info("delivery: installation gone, job dropped")
-		if serr = d.o.Store.Complete(store, j.ID); addon.IsNotFound(serr) {
-			serr = nil
-		}
-	case err == nil:
-		serr = d.o.Store.Complete(store, j.ID)
-	default:
-		wait, retry := d.o.RetryAfter(err, j.Attempts+1)
-		if retry || ctx.Err() != nil {
-			r.outcome, r.wait = Retry, wait
-			if ctx.Err() == nil {
-				log.Warn("delivery: will retry", slog.Int("attempt", j.Attempts+1), slog.Duration("in", wait), slog.Any("err", err))
-			}
-			serr = d.o.Store.RecordAttempt(store, j.ID, err.Error())
-		} else {
-			r.outcome = Dead
-			log.Error("delivery: undeliverable, moved to dead letters", slog.Int("attempt", j.Attempts+1), slog.Any("err", err))
-			serr = d.o.Store.Bury(store, j.ID, err.Error())
-		}
-	}
-	if serr != nil && !addon.IsNotFound(serr) { // NotFound: uninstalled meanwhile
-		log.Error("delivery: record outcome", slog.String("outcome", r.outcome), slog.Any("err", serr))
-		if r.outcome != Retry {
-			// The job is still stored: it will be tried again, which may
-			// send its reply twice (at-least-once), but never loses it.
-			r.outcome, r.wait = Retry, time.Second
-		}
+	if err != nil && r.outcome != Dropped {
+		r.outcome = d.failed(ctx, store, j, err, &r.wait)
 	}
 	if d.o.Observe != nil {
 		d.o.Observe(j, r.outcome, err)
@@ -312,8 +520,38 @@ func (d *Dispatcher) deliver(ctx context.Context, j addon.Job, room string) resu
 	return r
 }
 
+// failed records a failed attempt at j: to be retried after *wait, or moved
+// to the dead letters. It returns the outcome.
+func (d *Dispatcher) failed(ctx, store context.Context, j addon.Job, err error, wait *time.Duration) string {
+	log := d.log(j)
+	outcome := Retry
+	var serr error
+	if w, retry := d.o.RetryAfter(err, j.Attempts+1); retry || ctx.Err() != nil {
+		*wait = w
+		if ctx.Err() == nil {
+			log.Warn("delivery: will retry", slog.Int("attempt", j.Attempts+1), slog.Duration("in", w), slog.Any("err", err))
+		}
+		serr = d.o.Store.RecordAttempt(store, j.ID, err.Error())
+	} else {
+		outcome = Dead
+		log.Error("delivery: undeliverable, moved to dead letters", slog.Int("attempt", j.Attempts+1), slog.Any("err", err))
+		serr = d.o.Store.Bury(store, j.ID, err.Error())
+	}
+	if serr != nil && !addon.IsNotFound(serr) { // NotFound: uninstalled meanwhile
+		log.Error("delivery: record outcome", slog.String("outcome", outcome), slog.Any("err", serr))
+		// The job is still stored: it is tried again, which may send its
+		// reply twice (at least once), but never loses it.
+		outcome, *wait = Retry, time.Second
+	}
+	return outcome
+}
+
+func (d *Dispatcher) log(j addon.Job) *slog.Logger {
+	return d.o.Logger.With(slog.Uint64("job", j.ID), slog.String("oauth_id", j.OAuthID), slog.Int64("room", j.RoomID))
+}
+
 // attempt runs j's command (or takes its prepared reply) and sends it.
-func (d *Dispatcher) attempt(ctx context.Context, inst addon.Installation, j addon.Job, log *slog.Logger) error {
+func (d *Dispatcher) attempt(ctx context.Context, inst addon.Installation, j addon.Job) error {
 	var n addon.Notification
 	if j.Reply != nil {
 		n = *j.Reply
@@ -321,11 +559,26 @@ func (d *Dispatcher) attempt(ctx context.Context, inst addon.Installation, j add
 		var err error
 		n, err = d.o.Run(ctx, inst, j)
 		if err != nil {
-			log.Warn("delivery: command failed", slog.String("command", j.Command), slog.Any("err", err))
+			d.log(j).Warn("delivery: command failed", slog.String("command", j.Command), slog.Any("err", err))
 			if n.Message == "" {
 				return err
 			}
 		}
 	}
 	return d.o.Send(ctx, inst, j.RoomID, n)
+}
+
+// waitHeap orders waiting rooms by the time they may go.
+type waitHeap []*room
+
+func (h waitHeap) Len() int           { return len(h) }
+func (h waitHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h waitHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *waitHeap) Push(x any)        { *h = append(*h, x.(*room)) }
+func (h *waitHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return r
 }

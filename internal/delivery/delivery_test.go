@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -267,5 +268,96 @@ func TestOneFullOutboxDoesNotStallOthers(t *testing.T) {
 	stop()
 	if got := rec.got[2]; len(got) != 1 || got[0] != "hello" {
 		t.Errorf("quiet got %v", got)
+	}
+}
+
+// countingStore counts the dispatcher's reads of the whole outbox.
+type countingStore struct {
+	*store.DB
+	reads atomic.Int64
+}
+
+func (c *countingStore) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
+	c.reads.Add(1)
+	return c.DB.Pending(ctx, limit)
+}
+
+// TestAddedJobsNeedNoRead: jobs told with Added are delivered in order
+// without the outbox being read again, each once, even when the read at
+// start saw them already, and their removal is committed by the time Run
+// returns.
+func TestAddedJobsNeedNoRead(t *testing.T) {
+	db := &countingStore{DB: openStore(t, "a")}
+	ctx := context.Background()
+	early, _, err := db.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, MessageID: "early", Args: "early"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(21)
+	d := New(Options{Store: db, Run: echo, Send: rec.send, Workers: 4})
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = d.Run(runCtx); close(done) }()
+	d.Added(early) // told late: the read at start has it already
+	for i := range 20 {
+		j, _, err := db.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: int64(i%2 + 1), MessageID: fmt.Sprint(i), Args: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Added(j)
+		d.Added(j) // told twice: still delivered once
+	}
+	waitFor(t, rec.done)
+	time.Sleep(50 * time.Millisecond) // room for a duplicate to show
+	cancel()
+	<-done
+	if got := db.reads.Load(); got != 1 {
+		t.Errorf("outbox read %d times, want once (at start)", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.calls != 21 {
+		t.Errorf("%d sends for 21 jobs", rec.calls)
+	}
+	want := []string{"early"}
+	for i := 0; i < 20; i += 2 {
+		want = append(want, fmt.Sprint(i))
+	}
+	if !slices.Equal(rec.got[1], want) {
+		t.Errorf("room 1 got %v, want %v", rec.got[1], want)
+	}
+	if left, _ := db.Pending(ctx, 0); len(left) != 0 {
+		t.Errorf("%d delivered jobs still stored after Run returned", len(left))
+	}
+}
+
+// failingRemoval fails the first removal of delivered jobs.
+type failingRemoval struct {
+	*store.DB
+	failed atomic.Bool
+}
+
+func (f *failingRemoval) CompleteAll(ctx context.Context, jobs []addon.Job) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return errors.New("disk full")
+	}
+	return f.DB.CompleteAll(ctx, jobs)
+}
+
+// TestFailedRemovalDeliversAgain: a delivered job whose removal could not
+// be stored is still in the outbox, so it is read again and sent again
+// (at least once), then removed.
+func TestFailedRemovalDeliversAgain(t *testing.T) {
+	db := &failingRemoval{DB: openStore(t, "a")}
+	enqueue(t, db.DB, "a", 1, "once")
+	rec := newRecorder(2)
+	stop := start(t, Options{Store: db, Run: echo, Send: rec.send})
+	waitFor(t, rec.done)
+	stop()
+	if got := rec.got[1]; !slices.Equal(got, []string{"once", "once"}) {
+		t.Errorf("room got %v, want the reply twice", got)
+	}
+	if left, _ := db.Pending(context.Background(), 0); len(left) != 0 {
+		t.Errorf("%d jobs left", len(left))
 	}
 }

@@ -249,16 +249,15 @@ var epoch time.Time
 // memStore is an in-memory addon.Store for timing tests inside a synctest
 // bubble (real file I/O is fine there too, but this keeps them fast).
 type memStore struct {
-	addon.Store // only the methods below are used
-	mu          sync.Mutex
-	insts       map[string]addon.Installation
-	jobs        []addon.Job
-	dead        []addon.Job
-	next        uint64
-	recorded    int // RecordAttempt calls
+	mu       sync.Mutex
+	insts    map[string]addon.Installation
+	jobs     []addon.Job
+	dead     []addon.Job
+	next     uint64
+	recorded int // RecordAttempt calls
 }
 
-var _ addon.Store = (*memStore)(nil)
+var _ Store = (*memStore)(nil)
 
 func newMemStore(ids ...string) *memStore {
 	m := &memStore{insts: map[string]addon.Installation{}}
@@ -291,20 +290,6 @@ func (m *memStore) Pending(ctx context.Context, limit int) ([]addon.Job, error) 
 	return append([]addon.Job(nil), m.jobs...), nil
 }
 
-func (m *memStore) Heads(ctx context.Context, limit int) ([]addon.Job, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []addon.Job
-	seen := map[[2]any]bool{}
-	for _, j := range m.jobs {
-		if k := [2]any{j.OAuthID, j.RoomID}; !seen[k] {
-			seen[k] = true
-			out = append(out, j)
-		}
-	}
-	return out, nil
-}
-
 func (m *memStore) remove(id uint64) (addon.Job, error) {
 	for i, j := range m.jobs {
 		if j.ID == id {
@@ -315,11 +300,13 @@ func (m *memStore) remove(id uint64) (addon.Job, error) {
 	return addon.Job{}, addon.Errorf(addon.NotFound, "no job")
 }
 
-func (m *memStore) Complete(ctx context.Context, id uint64) error {
+func (m *memStore) CompleteAll(ctx context.Context, jobs []addon.Job) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, err := m.remove(id)
-	return err
+	for _, j := range jobs {
+		_, _ = m.remove(j.ID)
+	}
+	return nil
 }
 
 func (m *memStore) Bury(ctx context.Context, id uint64, reason string) error {

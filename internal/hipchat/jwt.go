@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -43,7 +44,9 @@ func ExtractToken(r *http.Request) (string, error) {
 		}
 		found = append(found, tok)
 	}
-	found = append(found, r.URL.Query()["signed_request"]...)
+	if r.URL.RawQuery != "" { // Query would allocate even for none
+		found = append(found, r.URL.Query()["signed_request"]...)
+	}
 	if len(found) == 0 {
 		return "", opError(op, addon.Errorf(addon.Unauthorized, "no jwt in the request"))
 	}
@@ -93,11 +96,72 @@ type Claims struct {
 	ID        string    // jti
 }
 
-// wireClaims is a HipChat JWT's payload.
+// wireClaims is a HipChat JWT's payload. It is jwt.RegisteredClaims
+// flattened (same keys, same order) plus HipChat's own claims, with the
+// dates held by value so that decoding a token allocates less; it
+// implements jwt.Claims itself.
 type wireClaims struct {
-	jwt.RegisteredClaims
-	Prn     string       `json:"prn,omitempty"`
-	Context *wireContext `json:"context,omitempty"`
+	Issuer    string           `json:"iss,omitempty"`
+	Subject   string           `json:"sub,omitempty"`
+	Audience  jwt.ClaimStrings `json:"aud,omitempty"`
+	ExpiresAt numericDate      `json:"exp,omitzero"`
+	NotBefore numericDate      `json:"nbf,omitzero"`
+	IssuedAt  numericDate      `json:"iat,omitzero"`
+	ID        string           `json:"jti,omitempty"`
+	Prn       string           `json:"prn,omitempty"`
+	Context   *wireContext     `json:"context,omitempty"`
+}
+
+func (c *wireClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.get(), nil }
+func (c *wireClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.get(), nil }
+func (c *wireClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.get(), nil }
+func (c *wireClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *wireClaims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *wireClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+// numericDate is a JWT NumericDate claim (exp, nbf, iat) held by value. It
+// reads and writes the JSON a *jwt.NumericDate field does, null and an
+// absent key both leaving it unset.
+type numericDate struct {
+	date jwt.NumericDate
+	set  bool
+}
+
+// newNumericDate is t as a claim, truncated to jwt.TimePrecision.
+func newNumericDate(t time.Time) numericDate {
+	return numericDate{date: *jwt.NewNumericDate(t), set: true}
+}
+
+// get is the claim as jwt.RegisteredClaims holds it: nil when unset.
+func (d *numericDate) get() *jwt.NumericDate {
+	if !d.set {
+		return nil
+	}
+	return &d.date
+}
+
+// IsZero reports whether the claim is unset, for omitzero.
+func (d numericDate) IsZero() bool { return !d.set }
+
+func (d numericDate) MarshalJSON() ([]byte, error) { return d.date.MarshalJSON() }
+
+// UnmarshalJSON reads whole seconds itself and leaves every other form to
+// jwt.NumericDate: within ±2^53 the float64 the library parses is exact,
+// so both give the same time.
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*d = numericDate{} // as json sets a *jwt.NumericDate to nil
+		return nil
+	}
+	if n, err := strconv.ParseInt(string(b), 10, 64); err == nil && -1<<53 < n && n < 1<<53 {
+		*d = newNumericDate(time.Unix(n, 0))
+		return nil
+	}
+	if err := d.date.UnmarshalJSON(b); err != nil {
+		return err
+	}
+	d.set = true
+	return nil
 }
 
 type wireContext struct {
@@ -114,17 +178,22 @@ func (r *roomID) UnmarshalJSON(b []byte) error {
 		*r = 0
 		return nil
 	}
-	s := string(b)
 	if len(b) > 0 && b[0] == '"' {
+		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
-		s = strings.TrimSpace(s)
-		if s == "" {
+		if s = strings.TrimSpace(s); s == "" {
 			*r = 0
 			return nil
 		}
+		return r.parse(s)
 	}
+	return r.parse(string(b))
+}
+
+// parse sets r to s, which must be a non-negative integer.
+func (r *roomID) parse(s string) error {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
 		return errors.New("context.room_id is not a room id")
@@ -140,7 +209,8 @@ type InstallationLookup interface {
 }
 
 // Verifier checks the JWTs HipChat signs for its calls to the add-on. Its
-// fields are set once before use; it is then safe for concurrent use.
+// fields are set once before use; it is then safe for concurrent use, and
+// must not be copied.
 type Verifier struct {
 	Store InstallationLookup
 	// Now is the clock; nil means time.Now.
@@ -152,6 +222,46 @@ type Verifier struct {
 	// (the latter plus Leeway): a token has no qsh binding it to a request,
 	// so it must be short-lived. 0 means DefaultMaxAge.
 	MaxAge time.Duration
+
+	setup    sync.Once
+	resolved verifierSettings // see settings
+}
+
+// verifierSettings are a Verifier's fields with their defaults applied, and
+// the parser built from them, which parsing only reads (it sets up its
+// validator itself, so ParseWithClaims has nothing left to fill in).
+type verifierSettings struct {
+	parser *jwt.Parser
+	now    func() time.Time
+	leeway time.Duration
+	maxAge time.Duration
+}
+
+// settings returns v's settings, resolved on first use.
+func (v *Verifier) settings() *verifierSettings {
+	v.setup.Do(func() {
+		s := verifierSettings{leeway: v.Leeway, maxAge: v.MaxAge, now: v.Now}
+		switch {
+		case s.leeway == 0:
+			s.leeway = DefaultLeeway
+		case s.leeway < 0:
+			s.leeway = 0
+		}
+		if s.maxAge <= 0 {
+			s.maxAge = DefaultMaxAge
+		}
+		if s.now == nil {
+			s.now = time.Now
+		}
+		s.parser = jwt.NewParser(
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(s.leeway),
+			jwt.WithTimeFunc(s.now),
+		)
+		v.resolved = s
+	})
+	return &v.resolved
 }
 
 // Verify checks token as PROTOCOL.md section 5 asks: it reads iss without
@@ -180,21 +290,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		return fail("token too long", nil)
 	}
 
-	leeway := v.Leeway
-	switch {
-	case leeway == 0:
-		leeway = DefaultLeeway
-	case leeway < 0:
-		leeway = 0
-	}
-	maxAge := v.MaxAge
-	if maxAge <= 0 {
-		maxAge = DefaultMaxAge
-	}
-	now := time.Now
-	if v.Now != nil {
-		now = v.Now
-	}
+	set := v.settings()
 
 	// One parse: the key function sees the claims decoded but not yet
 	// verified, refuses any algorithm but HS256, looks the installation up
@@ -206,12 +302,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		refused   string // why the key function gave no key
 		lookupErr error  // the store's own failure, returned as it is
 	)
-	_, err := jwt.NewParser(
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(leeway),
-		jwt.WithTimeFunc(now),
-	).ParseWithClaims(token, &wc, func(t *jwt.Token) (any, error) {
+	_, err := set.parser.ParseWithClaims(token, &wc, func(t *jwt.Token) (any, error) {
 		switch {
 		case t.Method == nil || t.Method.Alg() != jwt.SigningMethodHS256.Alg():
 			refused = "algorithm not allowed"
@@ -245,14 +336,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		return fail(jwtReason(err), err)
 	}
 
-	exp := wc.ExpiresAt.Time
-	if exp.Sub(now()) > maxAge+leeway {
+	exp := wc.ExpiresAt.date.Time
+	if exp.Sub(set.now()) > set.maxAge+set.leeway {
 		return fail("token expires too far in the future", nil)
 	}
 	var iat time.Time
-	if wc.IssuedAt != nil {
-		iat = wc.IssuedAt.Time
-		if exp.Sub(iat) > maxAge {
+	if wc.IssuedAt.set {
+		iat = wc.IssuedAt.date.Time
+		if exp.Sub(iat) > set.maxAge {
 			return fail("token lifetime too long", nil)
 		}
 	}
@@ -318,21 +409,17 @@ func SignJWT(oauthID, secret string, claims Claims) (string, error) {
 	if claims.RoomID < 0 {
 		return "", opError(op, addon.Errorf(addon.Invalid, "negative room id"))
 	}
-	wc := wireClaims{RegisteredClaims: jwt.RegisteredClaims{
-		Issuer:  oauthID,
-		Subject: claims.Subject,
-		ID:      claims.ID,
-	}}
+	wc := wireClaims{Issuer: oauthID, Subject: claims.Subject, ID: claims.ID}
 	if !claims.IssuedAt.IsZero() {
-		wc.IssuedAt = jwt.NewNumericDate(claims.IssuedAt)
+		wc.IssuedAt = newNumericDate(claims.IssuedAt)
 	}
 	if !claims.ExpiresAt.IsZero() {
-		wc.ExpiresAt = jwt.NewNumericDate(claims.ExpiresAt)
+		wc.ExpiresAt = newNumericDate(claims.ExpiresAt)
 	}
 	if claims.RoomID != 0 || claims.UserTZ != "" {
 		wc.Context = &wireContext{RoomID: roomID(claims.RoomID), UserTZ: claims.UserTZ}
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, wc).SignedString([]byte(secret))
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, &wc).SignedString([]byte(secret))
 	if err != nil {
 		return "", opError(op, fmt.Errorf("signing failed: %w", err))
 	}

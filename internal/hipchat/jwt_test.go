@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,13 +268,13 @@ func TestVerifierOptions(t *testing.T) {
 	at := func(d time.Duration) func() time.Time { return func() time.Time { return t0.Add(d) } }
 	tests := []struct {
 		name string
-		v    hipchat.Verifier
+		v    *hipchat.Verifier
 		ok   bool
 	}{
-		{name: "default max age refuses 2h", v: hipchat.Verifier{Now: at(0)}},
-		{name: "max age 3h accepts 2h", v: hipchat.Verifier{Now: at(0), MaxAge: 3 * time.Hour}, ok: true},
-		{name: "default leeway accepts 59s late", v: hipchat.Verifier{Now: at(2*time.Hour + 59*time.Second), MaxAge: 3 * time.Hour}, ok: true},
-		{name: "no leeway refuses 1s late", v: hipchat.Verifier{Now: at(2*time.Hour + time.Second), MaxAge: 3 * time.Hour, Leeway: -1}},
+		{name: "default max age refuses 2h", v: &hipchat.Verifier{Now: at(0)}},
+		{name: "max age 3h accepts 2h", v: &hipchat.Verifier{Now: at(0), MaxAge: 3 * time.Hour}, ok: true},
+		{name: "default leeway accepts 59s late", v: &hipchat.Verifier{Now: at(2*time.Hour + 59*time.Second), MaxAge: 3 * time.Hour}, ok: true},
+		{name: "no leeway refuses 1s late", v: &hipchat.Verifier{Now: at(2*time.Hour + time.Second), MaxAge: 3 * time.Hour, Leeway: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,4 +304,155 @@ func TestSignJWTRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// signRaw signs payload, a JSON text taken as it is (duplicate keys, nulls
+// and odd number forms included), as HipChat would with inst's secret.
+func signRaw(t *testing.T, inst addon.Installation, payload string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(signing, []byte(inst.OAuthSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signing + "." + enc.EncodeToString(sig)
+}
+
+// TestVerifyClaimForms pins how the payload's claims are read: the number
+// forms of a NumericDate, null standing for an absent claim (the last of
+// duplicate keys winning), and claims of the wrong type.
+func TestVerifyClaimForms(t *testing.T) {
+	inst := addon.Installation{OAuthID: "room-inst", OAuthSecret: "room-secret-0123456789", RoomID: 100}
+	v := &hipchat.Verifier{Store: newMemStore(inst), Now: func() time.Time { return t0 }}
+	exp, iat := t0.Add(5*time.Minute), t0.Add(-10*time.Second)
+	e, i := strconv.FormatInt(exp.Unix(), 10), strconv.FormatInt(iat.Unix(), 10)
+	tests := []struct {
+		name    string
+		claims  string // between the braces, after iss
+		wantMsg string // "" = accepted
+		exp     time.Time
+		iat     time.Time
+		roomID  int64
+	}{
+		{name: "integers", claims: `"exp":` + e + `,"iat":` + i, exp: exp, iat: iat},
+		{name: "fraction truncated", claims: `"exp":` + e + `.75,"iat":` + i + `.5`, exp: exp, iat: iat},
+		{name: "exponent form", claims: `"exp":` + strconv.FormatFloat(float64(exp.Unix()), 'e', -1, 64), exp: exp},
+		{name: "negative zero iat", claims: `"exp":` + e + `,"iat":-0`, wantMsg: "lifetime too long"},
+		{name: "quoted number", claims: `"exp":"` + e + `"`, exp: exp},
+		{name: "quoted word", claims: `"exp":"soon"`, wantMsg: "malformed"},
+		{name: "empty string", claims: `"exp":""`, wantMsg: "malformed"},
+		{name: "bool", claims: `"exp":true`, wantMsg: "malformed"},
+		{name: "object", claims: `"exp":{}`, wantMsg: "malformed"},
+		{name: "exp null", claims: `"exp":null`, wantMsg: "no expiry"},
+		{name: "exp then null", claims: `"exp":` + e + `,"exp":null`, wantMsg: "no expiry"},
+		{name: "null then exp", claims: `"exp":null,"exp":` + e, exp: exp},
+		{name: "later exp wins", claims: `"exp":1,"exp":` + e, exp: exp},
+		{name: "key case ignored", claims: `"EXP":` + e, exp: exp},
+		{name: "iat null", claims: `"exp":` + e + `,"iat":null`, exp: exp},
+		{name: "expired", claims: `"exp":-1`, wantMsg: "token expired"},
+		{name: "beyond 2^53", claims: `"exp":9007199254740993`, wantMsg: "too far in the future"},
+		{name: "out of range", claims: `"exp":1e999`, wantMsg: "malformed"},
+		{name: "nbf in the future", claims: `"exp":` + e + `,"nbf":` + strconv.FormatInt(t0.Add(2*time.Minute).Unix(), 10), wantMsg: "not valid yet"},
+		{name: "nbf past", claims: `"exp":` + e + `,"nbf":` + i, exp: exp},
+		{name: "nbf null", claims: `"exp":` + e + `,"nbf":null`, exp: exp},
+		{name: "nbf word", claims: `"exp":` + e + `,"nbf":"x"`, wantMsg: "malformed"},
+		{name: "aud string", claims: `"exp":` + e + `,"aud":"x"`, exp: exp},
+		{name: "aud list", claims: `"exp":` + e + `,"aud":["x","y"]`, exp: exp},
+		{name: "aud number", claims: `"exp":` + e + `,"aud":5`, wantMsg: "malformed"},
+		{name: "sub number", claims: `"exp":` + e + `,"sub":5`, wantMsg: "malformed"},
+		{name: "context null", claims: `"exp":` + e + `,"context":null`, exp: exp},
+		{name: "context room then null", claims: `"exp":` + e + `,"context":{"room_id":100},"context":null`, exp: exp},
+		{name: "room_id number", claims: `"exp":` + e + `,"context":{"room_id":100}`, exp: exp, roomID: 100},
+		{name: "room_id null", claims: `"exp":` + e + `,"context":{"room_id":null}`, exp: exp},
+		{name: "room_id empty string", claims: `"exp":` + e + `,"context":{"room_id":" "}`, exp: exp},
+		{name: "room_id negative", claims: `"exp":` + e + `,"context":{"room_id":-1}`, wantMsg: "malformed"},
+		{name: "room_id fraction", claims: `"exp":` + e + `,"context":{"room_id":100.5}`, wantMsg: "malformed"},
+		{name: "context not an object", claims: `"exp":` + e + `,"context":5`, wantMsg: "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, c, err := v.Verify(context.Background(), signRaw(t, inst, `{"iss":"room-inst",`+tt.claims+`}`))
+			if tt.wantMsg != "" {
+				wantKind(t, err, addon.Unauthorized, tt.wantMsg)
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v, want the token accepted", err)
+			}
+			if !c.ExpiresAt.Equal(tt.exp) || !c.IssuedAt.Equal(tt.iat) || c.IssuedAt.IsZero() != tt.iat.IsZero() {
+				t.Errorf("exp, iat = %v, %v; want %v, %v", c.ExpiresAt, c.IssuedAt, tt.exp, tt.iat)
+			}
+			if c.RoomID != tt.roomID {
+				t.Errorf("RoomID = %d, want %d", c.RoomID, tt.roomID)
+			}
+		})
+	}
+}
+
+// TestSignJWTPayload pins the payload SignJWT writes: field order, and
+// zero claims left out.
+func TestSignJWTPayload(t *testing.T) {
+	tests := []struct {
+		name string
+		c    hipchat.Claims
+		want string
+	}{
+		{name: "all", c: hipchat.Claims{Subject: "1661743", RoomID: 100, UserTZ: "Europe/Berlin", IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), ID: "j1"},
+			want: `{"iss":"i","sub":"1661743","exp":1772622000,"iat":1772618400,"jti":"j1","context":{"room_id":100,"user_tz":"Europe/Berlin"}}`},
+		{name: "sub-second times", c: hipchat.Claims{IssuedAt: t0.Add(time.Second / 2), ExpiresAt: t0.Add(time.Hour + time.Second/2)},
+			want: `{"iss":"i","exp":1772622000,"iat":1772618400}`},
+		{name: "none", want: `{"iss":"i"}`},
+		{name: "time zone only", c: hipchat.Claims{UserTZ: "UTC"}, want: `{"iss":"i","context":{"user_tz":"UTC"}}`},
+		{name: "room only", c: hipchat.Claims{RoomID: 7}, want: `{"iss":"i","context":{"room_id":7}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := hipchat.SignJWT("i", "s", tt.c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := strings.Split(tok, ".")
+			if len(parts) != 3 {
+				t.Fatalf("token has %d parts", len(parts))
+			}
+			header, _ := base64.RawURLEncoding.DecodeString(parts[0])
+			payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(header) != `{"alg":"HS256","typ":"JWT"}` || string(payload) != tt.want {
+				t.Errorf("header, payload = %s, %s\nwant %s, %s", header, payload, `{"alg":"HS256","typ":"JWT"}`, tt.want)
+			}
+		})
+	}
+}
+
+// TestVerifyConcurrent has one Verifier, its settings resolved on first
+// use, check tokens from many goroutines at once (run with -race).
+func TestVerifyConcurrent(t *testing.T) {
+	inst := addon.Installation{OAuthID: "i", OAuthSecret: "secret-secret-secret"}
+	v := &hipchat.Verifier{Store: newMemStore(inst), Now: func() time.Time { return t0 }}
+	good, err := hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{IssuedAt: t0, ExpiresAt: t0.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{IssuedAt: t0.Add(-time.Hour), ExpiresAt: t0.Add(-time.Minute * 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if _, _, err := v.Verify(context.Background(), good); err != nil {
+					t.Errorf("good token: %v", err)
+				}
+				if _, _, err := v.Verify(context.Background(), expired); addon.KindOf(err) != addon.Unauthorized {
+					t.Errorf("expired token: err = %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/hipconnect/hipconnect/internal/httperr"
 
@@ -119,8 +120,6 @@ func (s *server) verifyInstall(r *http.Request, p installPayload) (addon.Install
 		_, _, err := s.Store.Enqueue(ctx, addon.Job{OAuthID: inst.OAuthID, RoomID: inst.RoomID, Reply: &greeting, Received: now})
 		if err != nil {
 			s.Logger.Warn("install: greeting not queued", slog.String("oauth_id", inst.OAuthID), slog.Any("err", err))
-		} else {
-			s.Wake()
 		}
 	}
 	return inst, nil
@@ -279,6 +278,7 @@ type webhookPayload struct {
 	Item  struct {
 		Message struct {
 			ID      string `json:"id"`
+			Date    string `json:"date"`
 			Message string `json:"message"`
 			From    struct {
 				Name string `json:"name"`
@@ -298,7 +298,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
 	name := r.PathValue("command")
 	var p webhookPayload
-	err := decodeJSON(r, &p)
+	err := s.decodeBody(r, &p)
 	switch {
 	case err != nil:
 	case p.Event != "room_message":
@@ -316,22 +316,25 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		code, _ := httperr.Status(err)
-		s.Metrics.Webhooks.WithLabelValues(strings.ToLower(http.StatusText(code))).Inc()
+		s.webhookResults.Get(strings.ToLower(http.StatusText(code))).Inc()
 		s.fail(w, r, err)
 		return
 	}
-	job := addon.Job{OAuthID: a.inst.OAuthID, RoomID: p.Item.Room.ID, MessageID: p.Item.Message.ID,
+	// A delivery of the same message again carries the same date, which
+	// the store keys the seen messages by; without one (or an unreadable
+	// one) the message id alone tells.
+	date, _ := time.Parse(time.RFC3339Nano, p.Item.Message.Date)
+	job := addon.Job{OAuthID: a.inst.OAuthID, RoomID: p.Item.Room.ID, MessageID: p.Item.Message.ID, MessageDate: date.UTC(),
 		Command: cmd, Args: args, From: p.Item.Message.From.Name, Received: s.Now().UTC()}
 	if _, isNew, err := s.Store.Enqueue(r.Context(), job); err != nil {
-		s.Metrics.Webhooks.WithLabelValues("error").Inc()
+		s.webhookResults.Get("error").Inc()
 		s.fail(w, r, &httperr.Error{Code: http.StatusServiceUnavailable, Msg: "could not store the command", Err: err})
 		return
 	} else if !isNew {
-		s.Metrics.Webhooks.WithLabelValues("duplicate").Inc()
+		s.webhookResults.Get("duplicate").Inc()
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	s.Metrics.Webhooks.WithLabelValues("accepted").Inc()
-	s.Wake()
+	s.webhookResults.Get("accepted").Inc()
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/command"
 	"github.com/hipconnect/hipconnect/internal/descriptor"
@@ -26,7 +28,6 @@ type Deps struct {
 	HipChat    *hipchat.Client   // capabilities, token proof, installable_url
 	Verifier   *hipchat.Verifier // JWTs HipChat sends
 	Commands   *command.Runner
-	Wake       func() // tells the dispatcher a job was stored
 	Metrics    *metrics.Metrics
 	Logger     *slog.Logger
 	// AllowHost reports whether a host is on the operator's allowlist; it
@@ -43,7 +44,8 @@ type server struct {
 	Deps
 	descriptorJSON []byte
 	scopes         []string
-	outboundSlots  chan struct{} // see limited
+	outboundSlots  chan struct{}                                 // see limited
+	webhookResults *metrics.Children[string, prometheus.Counter] // Metrics.Webhooks by result
 }
 
 // NewServer returns the public handler.
@@ -56,6 +58,9 @@ func NewServer(d Deps) http.Handler {
 		descriptorJSON: d.Descriptor.JSON(),
 		scopes:         d.Descriptor.Capabilities.HipchatAPIConsumer.Scopes,
 		outboundSlots:  make(chan struct{}, maxOutboundRequests),
+		webhookResults: metrics.NewChildren(func(result string) prometheus.Counter {
+			return d.Metrics.Webhooks.WithLabelValues(result)
+		}),
 	}
 	return s.routes()
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +28,30 @@ import (
 // room installation, and a JWT for it.
 func newTestServer(tb testing.TB) (http.Handler, *store.DB, string) {
 	tb.Helper()
+	e := newTestEnv(tb, envOptions{})
+	return e.h, e.db, e.tok
+}
+
+// envOptions vary newTestEnv's server; zero values give newTestServer's.
+type envOptions struct {
+	// wrap returns the store the handler and verifier use, given the bbolt
+	// store and the installation in it; nil means the bbolt store.
+	wrap         func(*store.DB, addon.Installation) addon.Store
+	baseURL      string    // "https://addon.example" if empty
+	maxBodyBytes int64     // 1 MiB if 0
+	log          io.Writer // JSON log lines at debug level; nil discards them
+}
+
+// testEnv is a public handler and what a test inspects of it.
+type testEnv struct {
+	h   http.Handler
+	db  *store.DB
+	tok string // a JWT for the installation
+	m   *metrics.Metrics
+}
+
+func newTestEnv(tb testing.TB, o envOptions) *testEnv {
+	tb.Helper()
 	db, err := store.Open(filepath.Join(tb.TempDir(), "hipconnect.db"), store.Options{})
 	if err != nil {
 		tb.Fatal(err)
@@ -36,25 +62,43 @@ func newTestServer(tb testing.TB) (http.Handler, *store.DB, string) {
 	if err := db.PutInstallation(context.Background(), inst); err != nil {
 		tb.Fatal(err)
 	}
-	base, _ := url.Parse("https://addon.example")
+	if o.baseURL == "" {
+		o.baseURL = "https://addon.example"
+	}
+	base, err := url.Parse(o.baseURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	desc, err := descriptor.Build(descriptor.Spec{BaseURL: base.String(), Key: "k", Name: "Blog Search",
 		Description: "d", Commands: []string{"echo"}, Scopes: []string{"send_notification"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h := NewServer(Deps{
-		BaseURL: base, Descriptor: desc, Store: db, HipChat: &hipchat.Client{},
-		Verifier: &hipchat.Verifier{Store: db}, Commands: command.New(http.DefaultClient, "x", []command.Spec{{Name: "echo", Kind: command.KindEcho}}),
-		Wake: func() {}, Metrics: metrics.New("test", nil), Logger: slog.New(slog.DiscardHandler),
-		AllowHost: func(string) bool { return false }, MaxBodyBytes: 1 << 20,
+	var st addon.Store = db
+	if o.wrap != nil {
+		st = o.wrap(db, inst)
+	}
+	if o.maxBodyBytes == 0 {
+		o.maxBodyBytes = 1 << 20
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if o.log != nil {
+		logger = slog.New(slog.NewJSONHandler(o.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	e := &testEnv{db: db, m: metrics.New("test", nil)}
+	e.h = NewServer(Deps{
+		BaseURL: base, Descriptor: desc, Store: st, HipChat: &hipchat.Client{},
+		Verifier: &hipchat.Verifier{Store: st}, Commands: command.New(http.DefaultClient, "x", []command.Spec{{Name: "echo", Kind: command.KindEcho}}),
+		Metrics: e.m, Logger: logger,
+		AllowHost: func(string) bool { return false }, MaxBodyBytes: o.maxBodyBytes,
 	})
 	now := time.Now()
-	tok, err := hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{Subject: "1", RoomID: 100,
+	e.tok, err = hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{Subject: "1", RoomID: 100,
 		IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return h, db, tok
+	return e
 }
 
 func webhookRequest(tok, msgID string) *http.Request {
@@ -83,6 +127,42 @@ func BenchmarkWebhook(b *testing.B) {
 			}
 		}
 	})
+}
+
+// memPath is a store for BenchmarkWebhookHandler: the installation lookup
+// and the enqueue the webhook path makes are answered from memory, every
+// other method goes to the bbolt store.
+type memPath struct {
+	*store.DB
+	inst addon.Installation
+}
+
+func (m memPath) Installation(ctx context.Context, oauthID string) (addon.Installation, error) {
+	if oauthID == m.inst.OAuthID {
+		return m.inst, nil
+	}
+	return m.DB.Installation(ctx, oauthID)
+}
+
+func (m memPath) Enqueue(_ context.Context, j addon.Job) (addon.Job, bool, error) {
+	return j, true, nil
+}
+
+// BenchmarkWebhookHandler is BenchmarkWebhook without the store's cost (an
+// in-memory installation lookup, an enqueue that stores nothing): what
+// remains is the handler's own work, from the middleware to the job.
+func BenchmarkWebhookHandler(b *testing.B) {
+	e := newTestEnv(b, envOptions{wrap: func(db *store.DB, inst addon.Installation) addon.Store {
+		return memPath{DB: db, inst: inst}
+	}})
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		w := httptest.NewRecorder()
+		e.h.ServeHTTP(w, webhookRequest(e.tok, "m"+strconv.Itoa(i)))
+		if w.Code != http.StatusNoContent {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
 }
 
 func TestWebhookStatuses(t *testing.T) {

@@ -56,16 +56,16 @@ func (d *DB) BackupFile(path string) error {
 }
 
 // Check runs bbolt's consistency check over the whole file and, if that
-// passes, checks that the pending-job counters match the jobs. It returns
-// the first problems found, joined, or nil. It runs in a write transaction
-// (the check is only safe alongside writers that way), so writers wait for
-// it.
+// passes, checks that the counts of pending jobs kept in memory match the
+// jobs. It returns the first problems found, joined, or nil. It runs in a
+// write transaction (the check is only safe alongside writers that way), so
+// writers wait for it.
 func (d *DB) Check() error {
 	var errs []error
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		errs = checkTx(tx)
 		if len(errs) == 0 {
-			errs = append(checkPendingCounts(tx), checkRoomIndex(tx)...)
+			errs = d.checkCounts(tx)
 		}
 		return nil
 	})
@@ -90,40 +90,23 @@ func checkTx(tx *bolt.Tx) []error {
 	return errs
 }
 
-// checkPendingCounts compares the pending_counts bucket with a count of the
-// jobs bucket.
-func checkPendingCounts(tx *bolt.Tx) []error {
-	counts := bucket(tx, bucketPendingCounts)
-	if counts == nil {
-		return []error{fmt.Errorf("bucket %s missing", bucketPendingCounts)}
-	}
+// checkCounts compares the counts of pending jobs with the jobs bucket.
+func (d *DB) checkCounts(tx *bolt.Tx) []error {
 	want, err := countJobs(tx)
 	if err != nil {
 		return []error{err}
 	}
 	var errs []error
-	add := func(err error) {
-		if len(errs) < maxCheckErrors {
-			errs = append(errs, err)
+	for id, n := range d.counts.pending() {
+		if n != want[id] && len(errs) < maxCheckErrors {
+			errs = append(errs, fmt.Errorf("pending count of installation %q is %d, but it has %d jobs", id, n, want[id]))
 		}
-	}
-	err = counts.ForEach(func(k, v []byte) error {
-		n, err := pendingCount(tx, string(k))
-		if err != nil {
-			add(err)
-			return nil
-		}
-		if n != want[string(k)] {
-			add(fmt.Errorf("pending counter of installation %q is %d, but it has %d jobs", k, n, want[string(k)]))
-		}
-		delete(want, string(k))
-		return nil
-	})
-	if err != nil {
-		return []error{err}
+		delete(want, id)
 	}
 	for id, n := range want {
-		add(fmt.Errorf("installation %q has %d jobs but no pending counter", id, n))
+		if len(errs) < maxCheckErrors {
+			errs = append(errs, fmt.Errorf("installation %q has %d jobs but a pending count of 0", id, n))
+		}
 	}
 	return errs
 }

@@ -1,13 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 	bolt "go.etcd.io/bbolt"
@@ -256,10 +259,11 @@ func writeSchema1(t *testing.T, path string) {
 	enqueueN(t, d, "a", "m", 3)
 	enqueueN(t, d, "b", "m", 1)
 	err = d.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range []string{bucketPendingCounts, bucketDead} {
-			if err := tx.DeleteBucket([]byte(name)); err != nil {
-				return err
-			}
+		if err := tx.DeleteBucket([]byte(bucketDead)); err != nil {
+			return err
+		}
+		if err := legacySeen(tx); err != nil {
+			return err
 		}
 		return bucket(tx, bucketMeta).Put([]byte(keySchemaVersion), u64(1))
 	})
@@ -290,8 +294,12 @@ func TestMigrateSchema1(t *testing.T) {
 		t.Errorf("schema version after migration = %d, %v; want %d", v, err, SchemaVersion)
 	}
 	w := d.Warnings()
-	if len(w) != 1 || !strings.Contains(w[0], "migrated schema 1 to 2") || !strings.Contains(w[0], "2 installations") {
-		t.Errorf("Warnings = %q, want one about the migration counting 2 installations", w)
+	if len(w) != 2 || !strings.Contains(w[0], "migrated schema 1 to 2") || !strings.Contains(w[1], "4 seen message ids rekeyed") {
+		t.Errorf("Warnings = %q, want the two migrations, rekeying 4 seen ids", w)
+	}
+	// A message seen before the migration is still a duplicate.
+	if _, isNew, err := d.Enqueue(ctx, addon.Job{OAuthID: "b", MessageID: "m0", MessageDate: time.Now()}); err != nil || isNew {
+		t.Errorf("a message seen before the migration: new = %v, err = %v; want a duplicate", isNew, err)
 	}
 	for id, want := range map[string]int{"a": 3, "b": 1} {
 		if got := pendingFor(t, d, id); got != want {
@@ -314,8 +322,8 @@ func TestMigrateSchema1WithKey(t *testing.T) {
 	writeSchema1(t, path)
 
 	d := openPath(t, path, Options{Key: testKey(1)})
-	if w := d.Warnings(); len(w) != 3 {
-		t.Errorf("Warnings = %q, want migration, encryption, compaction", w)
+	if w := d.Warnings(); len(w) != 4 {
+		t.Errorf("Warnings = %q, want two migrations, encryption, compaction", w)
 	}
 	if got := pendingFor(t, d, "a"); got != 3 {
 		t.Errorf("PendingFor(a) = %d, want 3", got)
@@ -328,22 +336,48 @@ func TestMigrateSchema1WithKey(t *testing.T) {
 
 func TestCheckReportsCounterDrift(t *testing.T) {
 	d, _ := openWithJobs(t, 2)
-	set := func(n uint64) {
-		t.Helper()
-		if err := d.db.Update(func(tx *bolt.Tx) error { return setPendingCount(tx, "a", n) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	set(5)
+	d.counts.set(map[string]int{"a": 5})
 	if err := d.Check(); err == nil || !strings.Contains(err.Error(), `installation "a" is 5, but it has 2 jobs`) {
-		t.Errorf("Check with a wrong counter = %v", err)
+		t.Errorf("Check with a wrong count = %v", err)
 	}
-	set(0)
-	if err := d.Check(); err == nil || !strings.Contains(err.Error(), "no pending counter") {
-		t.Errorf("Check with a missing counter = %v", err)
+	d.counts.set(map[string]int{})
+	if err := d.Check(); err == nil || !strings.Contains(err.Error(), "a pending count of 0") {
+		t.Errorf("Check with a missing count = %v", err)
 	}
-	set(2)
+	d.counts.set(map[string]int{"a": 2})
 	if err := d.Check(); err != nil {
 		t.Errorf("Check after repair: %v", err)
 	}
+}
+
+// legacySeen rewrites the seen bucket as schema 2 kept it: keyed oauthId
+// "\x00" messageId, with JSON values.
+func legacySeen(tx *bolt.Tx) error {
+	type entry struct{ k, v []byte }
+	var entries []entry
+	err := bucket(tx, bucketSeen).ForEach(func(k, v []byte) error {
+		job, at, err := parseSeen(k, v)
+		if err != nil {
+			return err
+		}
+		jv, err := json.Marshal(map[string]any{"job": job, "at": at})
+		entries = append(entries, entry{bytes.Clone(k[8:]), jv})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket([]byte(bucketSeen)); err != nil {
+		return err
+	}
+	seen, err := tx.CreateBucket([]byte(bucketSeen))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := seen.Put(e.k, e.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -48,7 +48,8 @@ func (d *DB) RecordAttempt(ctx context.Context, id uint64, reason string) error 
 func (d *DB) Bury(ctx context.Context, id uint64, reason string) error {
 	reason = cutReason(reason)
 	at := d.now()
-	return d.batchJob(ctx, "bury", id, func(tx *bolt.Tx, k, v []byte) error {
+	var owner string
+	err := d.batchJob(ctx, "bury", id, func(tx *bolt.Tx, k, v []byte) error {
 		var j addon.Job
 		if err := decode(v, &j); err != nil {
 			return fmt.Errorf("job %d: %w", id, err)
@@ -60,8 +61,13 @@ func (d *DB) Bury(ctx context.Context, id uint64, reason string) error {
 		if err := bucket(tx, bucketDead).Put(k, data); err != nil {
 			return err
 		}
-		return removeJob(tx, id, k, v)
+		owner, err = removeJob(tx, id, k, v)
+		return err
 	})
+	if err == nil {
+		d.counts.removed(map[string]int{owner: 1})
+	}
+	return err
 }
 
 // DeadLetters returns every dead letter, in job ID order.
@@ -88,8 +94,27 @@ func (d *DB) DeadLetters(ctx context.Context) ([]addon.DeadLetter, error) {
 // installation's outbox is full (see Options.MaxPendingPerInstallation). An
 // operator's action: not batched.
 func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
+	// The installation is known only once the dead letter is read: read it
+	// first, to reserve its slot before the write that adds the job.
+	var owner string
+	err := d.view(ctx, "retry dead letter", func(tx *bolt.Tx) error {
+		v := bucket(tx, bucketDead).Get(u64(id))
+		if v == nil {
+			return addon.Errorf(addon.NotFound, "dead letter %d not found", id)
+		}
+		var dl addon.DeadLetter
+		if err := decode(v, &dl); err != nil {
+			return fmt.Errorf("dead letter %d: %w", id, err)
+		}
+		owner = dl.Job.OAuthID
+		return nil
+	})
+	if err != nil {
+		return addon.Job{}, err
+	}
+	slot, pending := d.counts.reserve(owner, d.maxPending)
 	var out addon.Job
-	err := d.update(ctx, "retry dead letter", func(tx *bolt.Tx) error {
+	err = d.update(ctx, "retry dead letter", func(tx *bolt.Tx) error {
 		dead := bucket(tx, bucketDead)
 		k := u64(id)
 		v := dead.Get(k)
@@ -104,16 +129,11 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 		if bucket(tx, bucketInstallations).Get([]byte(j.OAuthID)) == nil {
 			return addon.Errorf(addon.NotFound, "installation %q of dead letter %d not found", j.OAuthID, id)
 		}
-		n, err := pendingCount(tx, j.OAuthID)
-		if err != nil {
-			return err
+		if !slot {
+			return errFull(j.OAuthID, pending)
 		}
-		if d.maxPending > 0 && n >= uint64(d.maxPending) {
-			return errFull(j.OAuthID, n)
-		}
-
 		j.Attempts = 0
-		j, err = addJob(tx, j, n)
+		j, err := addJob(tx, j)
 		if err != nil {
 			return err
 		}
@@ -121,40 +141,35 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 			return err
 		}
 		if j.MessageID != "" {
-			if err := repointSeen(tx, seenKey(j.OAuthID, j.MessageID), id, j.ID); err != nil {
+			if err := repointSeen(tx, seenKey(j.MessageDate, j.OAuthID, j.MessageID), id, j.ID); err != nil {
 				return err
 			}
 		}
 		out = j
 		return nil
 	})
+	if slot {
+		d.counts.release(owner, err == nil)
+	}
 	if err != nil {
 		return addon.Job{}, err
 	}
 	return out, nil
 }
 
-// repointSeen makes the seen entry at sk name job to instead of from, if it
-// names from (it may have been pruned, or never existed).
+// repointSeen makes the seen entry of key sk name job to instead of from,
+// if it names from (it may have been pruned, or never existed).
 func repointSeen(tx *bolt.Tx, sk []byte, from, to uint64) error {
 	seen := bucket(tx, bucketSeen)
-	v := seen.Get(sk)
-	if v == nil {
+	k, v := lookupSeen(seen, sk)
+	if k == nil {
 		return nil
 	}
-	var e seenEntry
-	if err := json.Unmarshal(v, &e); err != nil {
-		return fmt.Errorf("seen entry %q: %w", sk, err)
-	}
-	if e.Job != from {
-		return nil
-	}
-	e.Job = to
-	nv, err := json.Marshal(e)
-	if err != nil {
+	job, at, err := parseSeen(k, v)
+	if err != nil || job != from {
 		return err
 	}
-	return seen.Put(sk, nv)
+	return seen.Put(k, seenValue(to, at))
 }
 
 // DropDead deletes dead letter id for good; NotFound if there is none.

@@ -44,19 +44,6 @@ func pendingIDs(t testing.TB, d *DB) []uint64 {
 	return ids
 }
 
-// PendingFor returns how many jobs of the installation are pending (in the
-// outbox, not dead), from its counter: no scan. An unknown installation has
-// none. Only the tests need it.
-func (d *DB) PendingFor(ctx context.Context, oauthID string) (int, error) {
-	var n uint64
-	err := d.view(ctx, "pending for", func(tx *bolt.Tx) error {
-		var err error
-		n, err = pendingCount(tx, oauthID)
-		return err
-	})
-	return int(n), err
-}
-
 // openWithJobs opens a test store holding installation "a" and n jobs of
 // it (see enqueueN).
 func openWithJobs(t *testing.T, n int) (*DB, []addon.Job) {
@@ -70,11 +57,7 @@ func openWithJobs(t *testing.T, n int) (*DB, []addon.Job) {
 
 func pendingFor(t testing.TB, d *DB, oauthID string) int {
 	t.Helper()
-	n, err := d.PendingFor(context.Background(), oauthID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return d.counts.pending()[oauthID]
 }
 
 func TestRecordAttempt(t *testing.T) {
@@ -290,14 +273,8 @@ func TestDeleteInstallationRemovesDeadLettersAndCounter(t *testing.T) {
 	if got := pendingFor(t, d, "ab"); got != 2 {
 		t.Errorf("PendingFor(ab) = %d, want 2", got)
 	}
-	err = d.db.View(func(tx *bolt.Tx) error {
-		if v := bucket(tx, bucketPendingCounts).Get([]byte("a")); v != nil {
-			t.Errorf("counter of a left: %x", v)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	if n, ok := d.counts.pending()["a"]; ok {
+		t.Errorf("count of a left: %d", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 	bolt "go.etcd.io/bbolt"
@@ -14,6 +15,7 @@ import (
 // PutInstallation creates or replaces the installation with inst.OAuthID.
 // An empty OAuthID, or one containing a NUL byte, is Invalid. The write is
 // on disk when it returns nil. With a key, OAuthSecret is stored encrypted.
+// Installation returns the new value once PutInstallation has returned.
 func (d *DB) PutInstallation(ctx context.Context, inst addon.Installation) error {
 	if err := checkOAuthID(inst.OAuthID); err != nil {
 		return err
@@ -25,6 +27,7 @@ func (d *DB) PutInstallation(ctx context.Context, inst addon.Installation) error
 	if err != nil {
 		return fmt.Errorf("store: put installation: %w", err)
 	}
+	defer d.lookups.forget(inst.OAuthID)
 	return d.update(ctx, "put installation", func(tx *bolt.Tx) error {
 		return bucket(tx, bucketInstallations).Put([]byte(inst.OAuthID), data)
 	})
@@ -32,7 +35,16 @@ func (d *DB) PutInstallation(ctx context.Context, inst addon.Installation) error
 
 // Installation returns the installation with the given OAuthID, or a
 // NotFound error. A secret that does not decrypt is an ErrWrongKey error.
+// What it found is cached in memory (see lookupCache), so asking again costs
+// no transaction; the caller gets its own copy.
 func (d *DB) Installation(ctx context.Context, oauthID string) (addon.Installation, error) {
+	if err := ctx.Err(); err != nil {
+		return addon.Installation{}, fmt.Errorf("store: installation: %w", err)
+	}
+	cached, ok, epoch := d.lookups.installation(oauthID)
+	if ok {
+		return cached, nil
+	}
 	var inst addon.Installation
 	err := d.view(ctx, "installation", func(tx *bolt.Tx) error {
 		v := bucket(tx, bucketInstallations).Get([]byte(oauthID))
@@ -50,6 +62,7 @@ func (d *DB) Installation(ctx context.Context, oauthID string) (addon.Installati
 			return addon.Installation{}, err
 		}
 	}
+	d.lookups.fillInstallation(epoch, oauthID, inst)
 	return inst, nil
 }
 
@@ -83,11 +96,13 @@ func (d *DB) Installations(ctx context.Context) ([]addon.Installation, error) {
 	return all, nil
 }
 
-// DeleteInstallation removes the installation, its token, its pending jobs
-// (and their counter), its dead letters and its seen message ids in one
-// transaction. Deleting an absent installation returns NotFound.
+// DeleteInstallation removes the installation, its token, its pending jobs,
+// its dead letters and its seen message ids in one transaction. Deleting an
+// absent installation returns NotFound.
 func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
-	return d.update(ctx, "delete installation", func(tx *bolt.Tx) error {
+	defer d.lookups.forget(oauthID)
+	var jobs int
+	err := d.update(ctx, "delete installation", func(tx *bolt.Tx) error {
 		id := []byte(oauthID)
 		insts := bucket(tx, bucketInstallations)
 		if insts.Get(id) == nil {
@@ -100,16 +115,14 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 			return err
 		}
 
-		if err := removeInstallationJobs(tx, oauthID); err != nil {
-			return err
-		}
-		if err := bucket(tx, bucketPendingCounts).Delete(id); err != nil {
+		var err error
+		if jobs, err = removeInstallationJobs(tx, oauthID); err != nil {
 			return err
 		}
 
 		dead := bucket(tx, bucketDead)
 		var deadKeys [][]byte
-		err := dead.ForEach(func(k, v []byte) error {
+		err = dead.ForEach(func(k, v []byte) error {
 			var dl struct {
 				Job struct {
 					OAuthID string `json:"oauthId"`
@@ -132,14 +145,17 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 			}
 		}
 
-		// Seen keys start with oauthID "\x00".
+		// Seen keys hold oauthID "\x00" after their date: all are read, but
+		// no value is decoded.
 		seen := bucket(tx, bucketSeen)
-		prefix := seenKey(oauthID, "")
+		infix := seenKey(time.Time{}, oauthID, "")[8:]
 		var seenKeys [][]byte
-		c := seen.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			seenKeys = append(seenKeys, bytes.Clone(k))
-		}
+		_ = seen.ForEach(func(k, _ []byte) error {
+			if len(k) > 8 && bytes.HasPrefix(k[8:], infix) {
+				seenKeys = append(seenKeys, bytes.Clone(k))
+			}
+			return nil
+		})
 		for _, k := range seenKeys {
 			if err := seen.Delete(k); err != nil {
 				return err
@@ -147,6 +163,10 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 		}
 		return nil
 	})
+	if err == nil {
+		d.counts.removed(map[string]int{oauthID: jobs})
+	}
+	return err
 }
 
 // PutToken stores the access token of an installation. It returns NotFound
@@ -160,6 +180,7 @@ func (d *DB) PutToken(ctx context.Context, oauthID string, t addon.Token) error 
 	if err != nil {
 		return fmt.Errorf("store: put token: %w", err)
 	}
+	defer d.lookups.forget(oauthID)
 	return d.update(ctx, "put token", func(tx *bolt.Tx) error {
 		id := []byte(oauthID)
 		if bucket(tx, bucketInstallations).Get(id) == nil {
@@ -170,8 +191,16 @@ func (d *DB) PutToken(ctx context.Context, oauthID string, t addon.Token) error 
 }
 
 // Token returns the stored access token of an installation, or NotFound.
-// A token that does not decrypt is an ErrWrongKey error.
+// A token that does not decrypt is an ErrWrongKey error. Like Installation,
+// it answers from memory what it found before.
 func (d *DB) Token(ctx context.Context, oauthID string) (addon.Token, error) {
+	if err := ctx.Err(); err != nil {
+		return addon.Token{}, fmt.Errorf("store: token: %w", err)
+	}
+	cached, ok, epoch := d.lookups.token(oauthID)
+	if ok {
+		return cached, nil
+	}
 	var t addon.Token
 	err := d.view(ctx, "token", func(tx *bolt.Tx) error {
 		v := bucket(tx, bucketTokens).Get([]byte(oauthID))
@@ -188,6 +217,7 @@ func (d *DB) Token(ctx context.Context, oauthID string) (addon.Token, error) {
 			return addon.Token{}, err
 		}
 	}
+	d.lookups.fillToken(epoch, oauthID, t)
 	return t, nil
 }
 
@@ -195,6 +225,7 @@ func (d *DB) Token(ctx context.Context, oauthID string) (addon.Token, error) {
 // NotFound if no token was stored; callers that only want it gone may ignore
 // that.
 func (d *DB) DeleteToken(ctx context.Context, oauthID string) error {
+	defer d.lookups.forget(oauthID)
 	return d.update(ctx, "delete token", func(tx *bolt.Tx) error {
 		tokens := bucket(tx, bucketTokens)
 		id := []byte(oauthID)

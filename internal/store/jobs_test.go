@@ -306,6 +306,49 @@ func TestPruneSeen(t *testing.T) {
 	}
 }
 
+// TestSeenByDate: a message is recognised by its date and id, or by its id
+// alone if it was first seen without a date; PruneSeen forgets what was
+// received before the cutoff, whatever HipChat's clock said.
+func TestSeenByDate(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{Now: clk.Now})
+	if err := d.PutInstallation(ctx, inst("a")); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(id string, date time.Time) bool {
+		t.Helper()
+		_, isNew, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", MessageID: id, MessageDate: date})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return isNew
+	}
+	start := clk.Now()
+	enqueue("old", start)
+	enqueue("undated", time.Time{})
+	clk.Add(25 * time.Hour)
+	now := clk.Now()
+	enqueue("behind", start.Add(-time.Hour)) // HipChat's clock a day behind
+	enqueue("ahead", now.Add(time.Hour))
+	if enqueue("old", start) || enqueue("undated", now) || enqueue("behind", start.Add(-time.Hour)) {
+		t.Error("a delivery seen before counts as new")
+	}
+	if !enqueue("old", start.Add(time.Second)) {
+		t.Error("another date with the same id counts as seen")
+	}
+	n, err := d.PruneSeen(ctx, now.Add(-SeenRetention))
+	if err != nil || n != 2 {
+		t.Fatalf("PruneSeen = %d, %v; want 2 (old, undated)", n, err)
+	}
+	if enqueue("behind", start.Add(-time.Hour)) || enqueue("ahead", now.Add(time.Hour)) {
+		t.Error("a message received within the retention was pruned")
+	}
+	if !enqueue("old", start) {
+		t.Error("a message received before the cutoff is still seen")
+	}
+}
+
 // BenchmarkEnqueue enqueues distinct jobs from many goroutines, as concurrent
 // webhook deliveries do; bolt's Batch folds them into few commits (fsyncs).
 // jobs/commit reports the coalescing.
@@ -351,6 +394,41 @@ func BenchmarkEnqueueSerial(b *testing.B) {
 	for i := range b.N {
 		if _, _, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", MessageID: fmt.Sprint(i)}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestCompleteAll removes the jobs still pending in one write, skips the
+// ones already gone, and keeps the room index and the counters right
+// (openPath's cleanup runs Check).
+func TestCompleteAll(t *testing.T) {
+	ctx := context.Background()
+	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{MaxPendingPerInstallation: 3})
+	if err := d.PutInstallation(ctx, inst("a")); err != nil {
+		t.Fatal(err)
+	}
+	var jobs []addon.Job
+	for i := range 3 {
+		j, _, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: int64(i % 2), MessageID: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := d.Complete(ctx, jobs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CompleteAll(ctx, jobs[:2]); err != nil {
+		t.Fatalf("CompleteAll with a job already gone: %v", err)
+	}
+	left, err := d.Pending(ctx, 0)
+	if err != nil || len(left) != 1 || left[0].ID != jobs[2].ID {
+		t.Fatalf("pending after CompleteAll = %v, %v; want job %d only", left, err, jobs[2].ID)
+	}
+	// Two slots freed: the bound of 3 admits two more.
+	for i := range 2 {
+		if _, _, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 5, MessageID: fmt.Sprint("more", i)}); err != nil {
+			t.Errorf("enqueue after CompleteAll: %v", err)
 		}
 	}
 }

@@ -99,6 +99,54 @@ func (kv *KV) Put(ctx context.Context, key string, val []byte) error {
 	})
 }
 
+// Update replaces the value at key with what fn makes of it, as one atomic
+// step: no other write to key comes between fn's read and the write. fn
+// gets the current value and true, or nil and false when key is absent;
+// old belongs to the store and is valid only while fn runs, so fn must
+// neither modify nor retain it. The value fn returns is stored with the
+// store's current time as modified time. An error from fn stores nothing
+// and is returned by Update as it is (if it is an *addon.Error) or
+// wrapped. An empty key is Invalid.
+//
+// Concurrent Updates, of any keys, share one transaction and one fsync
+// (see Options.BatchDelay), so a lone Update waits up to that delay. That
+// is also why fn may run more than once for one Update, each time on the
+// value then stored: it must be a pure function of old (capturing its
+// results afresh on each run) and quick, as it runs inside the store's
+// single write transaction; it must not call the store. The value is on
+// disk when Update returns nil.
+func (kv *KV) Update(ctx context.Context, key string, fn func(old []byte, found bool) ([]byte, error)) error {
+	if key == "" {
+		return addon.Errorf(addon.Invalid, "empty key")
+	}
+	mod := kv.d.now()
+	secret := kv.secret(key)
+	var ad []byte
+	if secret {
+		ad = aad(string(kv.bucketName()), key)
+	}
+	return kv.d.batch(ctx, "kv update", func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(kv.bucketName())
+		if err != nil {
+			return err
+		}
+		old, _, found := kvGet(b, key)
+		if secret && found {
+			if old, err = kv.d.sealer.open(ad, string(old)); err != nil {
+				return fmt.Errorf("decrypt %s %q: %w", kv.namespace, key, err)
+			}
+		}
+		val, err := fn(old, found)
+		if err != nil {
+			return err
+		}
+		if secret {
+			val = []byte(kv.d.sealer.seal(ad, val))
+		}
+		return b.Put([]byte(key), kvRecord(mod, val))
+	})
+}
+
 // Delete removes key; NotFound if it is absent.
 func (kv *KV) Delete(ctx context.Context, key string) error {
 	return kv.d.update(ctx, "kv delete", func(tx *bolt.Tx) error {

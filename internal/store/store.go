@@ -3,7 +3,7 @@
 // key/value area (certmagic's certificates among them) and a schema version,
 // all in one bbolt file.
 //
-// Layout of the file (top-level buckets), schema version 2:
+// Layout of the file (top-level buckets), schema version 3:
 //
 //	meta           "schema_version" -> 8-byte big-endian version
 //	               "secrets"        -> key check (present iff secrets are encrypted)
@@ -12,11 +12,15 @@
 //	tokens         oauthId -> JSON addon.Token
 //	jobs           8-byte big-endian job id -> JSON addon.Job (the outbox)
 //	dead           8-byte big-endian job id -> JSON addon.DeadLetter
-//	pending_counts oauthId -> 8-byte big-endian number of its jobs in "jobs"
-//	seen           oauthId "\x00" messageId -> JSON {"job":id,"at":time}
+//	seen           8-byte big-endian message date (Unix µs, 0 if unknown) ||
+//	               oauthId "\x00" messageId -> 8-byte job id || 8-byte received (Unix ns)
 //	kv/<namespace> key -> 8-byte big-endian modified time (Unix ns) || value
 //
-// Schema 1 had neither "dead" nor "pending_counts"; Open migrates it.
+// Schema 1 had no "dead". Schema 2 also had "pending_counts" (the jobs of
+// each installation, now counted at Open and kept in memory) and
+// "room_queue" (an index of the jobs by room), both written with every job,
+// and keyed "seen" by oauthId "\x00" messageId with JSON values. Open
+// migrates both.
 //
 // With Options.Key, secrets are stored encrypted (see secrets.go): the
 // oauthSecret of an installation, the accessToken of a token and the values
@@ -30,6 +34,7 @@ package store
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,7 +49,7 @@ import (
 
 // SchemaVersion is the version of the file layout this code reads and writes.
 // Open refuses a file with a newer version and migrates an older one.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -57,7 +62,6 @@ const (
 	bucketTokens        = "tokens"
 	bucketJobs          = "jobs"
 	bucketDead          = "dead"
-	bucketPendingCounts = "pending_counts"
 	bucketSeen          = "seen"
 
 	keySchemaVersion = "schema_version"
@@ -68,8 +72,7 @@ const (
 // kvBucketPrefix starts the name of every KV namespace bucket.
 const kvBucketPrefix = "kv/"
 
-// dataBuckets are created by Open (meta is handled with the version, and
-// pending_counts is built from jobs when missing).
+// dataBuckets are created by Open (meta is handled with the version).
 func dataBuckets() []string {
 	return []string{bucketInstallations, bucketTokens, bucketJobs, bucketDead, bucketSeen}
 }
@@ -118,7 +121,8 @@ type DB struct {
 	maxPending int
 	warnings   []string
 	certs      *certStorage
-	pending    pendingCache // jobs Pending and Heads decoded, reused while unchanged
+	counts     outboxCounts // pending jobs by installation
+	lookups    lookupCache  // installations and tokens decoded, until written
 }
 
 var _ addon.Store = (*DB)(nil)
@@ -207,12 +211,20 @@ func Open(path string, o Options) (*DB, error) {
 			"%s was rewritten (compacted) so no plaintext secret stays in its free pages; "+
 				"backups made before hold the secrets in plaintext: replace them", path))
 	}
+	if err := d.db.View(func(tx *bolt.Tx) error {
+		counts, err := countJobs(tx)
+		d.counts.set(counts)
+		return err
+	}); err != nil {
+		_ = d.db.Close()
+		return nil, fmt.Errorf("store: open: %s: count pending jobs: %w", path, err)
+	}
 	d.setBatchDelay(o.BatchDelay)
 	return d, nil
 }
 
 // initSchema checks the schema version, runs migrations from older versions,
-// creates all buckets, rebuilds missing pending counters, records
+// creates all buckets, records
 // SchemaVersion and settles the secrets (see settleSecrets), in one
 // transaction. It returns notes for Warnings.
 func initSchema(tx *bolt.Tx, s *sealer) ([]string, error) {
@@ -252,20 +264,6 @@ func initSchema(tx *bolt.Tx, s *sealer) ([]string, error) {
 			return nil, fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	if note, err := ensureRoomIndex(tx); err != nil {
-		return nil, fmt.Errorf("index jobs by room: %w", err)
-	} else if note != "" && v != 0 {
-		notes = append(notes, note)
-	}
-	if bucket(tx, bucketPendingCounts) == nil {
-		n, err := rebuildPendingCounts(tx)
-		if err != nil {
-			return nil, err
-		}
-		if v != 0 {
-			notes = append(notes, fmt.Sprintf("rebuilt the pending-job counters of %d installations", n))
-		}
-	}
 	if v != SchemaVersion {
 		if err := meta.Put([]byte(keySchemaVersion), u64(SchemaVersion)); err != nil {
 			return nil, err
@@ -290,22 +288,66 @@ func migrate(tx *bolt.Tx, from uint64) (string, error) {
 	switch from {
 	case 1:
 		return migrate1to2(tx)
+	case 2:
+		return migrate2to3(tx)
 	default:
 		return "", fmt.Errorf("no migration from schema version %d", from)
 	}
 }
 
-// migrate1to2 adds the dead letters and the per-installation counters of
-// pending jobs (built from the jobs bucket).
+// migrate1to2 adds the dead letters (schema 2's counters and room index
+// are not made: migrate2to3 would drop them).
 func migrate1to2(tx *bolt.Tx) (string, error) {
 	if _, err := tx.CreateBucketIfNotExists([]byte(bucketDead)); err != nil {
 		return "", err
 	}
-	n, err := rebuildPendingCounts(tx)
+	return "migrated schema 1 to 2: added dead letters", nil
+}
+
+// migrate2to3 drops the pending counters and the room index, and rekeys
+// the seen message ids by date: the ones recorded so far get date 0 (their
+// dates were not kept), under which Enqueue still finds them.
+func migrate2to3(tx *bolt.Tx) (string, error) {
+	for _, name := range []string{"pending_counts", "room_queue"} {
+		if tx.Bucket([]byte(name)) != nil {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return "", err
+			}
+		}
+	}
+	old := bucket(tx, bucketSeen)
+	if old == nil {
+		return "migrated schema 2 to 3", nil
+	}
+	type entry struct{ k, v []byte }
+	var entries []entry
+	err := old.ForEach(func(k, v []byte) error {
+		var e struct {
+			Job uint64    `json:"job"`
+			At  time.Time `json:"at"`
+		}
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("seen entry %q: %w", k, err)
+		}
+		entries = append(entries, entry{append(make([]byte, 8, 8+len(k)), k...), seenValue(e.Job, e.At)})
+		return nil
+	})
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("migrated schema 1 to 2: added dead letters, counted the pending jobs of %d installations", n), nil
+	if err := tx.DeleteBucket([]byte(bucketSeen)); err != nil {
+		return "", err
+	}
+	seen, err := tx.CreateBucket([]byte(bucketSeen))
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if err := seen.Put(e.k, e.v); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("migrated schema 2 to 3: the pending jobs are counted at start, %d seen message ids rekeyed by date", len(entries)), nil
 }
 
 // schemaVersion reads the recorded version; 0 means none is recorded.
@@ -335,8 +377,9 @@ func (d *DB) Warnings() []string {
 
 // Close waits for running transactions to finish, then closes the file and
 // releases its lock. Calling it again returns nil. Every other method fails
-// after Close.
+// after Close. Close drops the installations and tokens cached in memory.
 func (d *DB) Close() error {
+	d.lookups.reset()
 	if err := d.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -45,6 +46,148 @@ type roomRecord struct {
 	Searches []Search `json:"searches"`
 }
 
+// prependSearch returns the encoded roomRecord old (absent when !found)
+// with entry, an encoded Search made in ISO week week, as its newest
+// search, the oldest dropped beyond HistoryLimit; the week's count
+// counting it and New set to isNew. It also returns that count. The
+// searches it keeps are copied as they are, not decoded and encoded again
+// (see splitRoom); the rest is laid out as json.Marshal lays out a
+// roomRecord, so that the next search reads it fast. It is a pure
+// function of its arguments, as [KV.Update] needs; an old record it cannot
+// read is an Internal error.
+func prependSearch(old []byte, found bool, week string, isNew bool, entry []byte) ([]byte, int, error) {
+	var prevWeek string
+	var prevCount int
+	var keep []json.RawMessage
+	if found {
+		var err error
+		if prevWeek, prevCount, keep, err = splitRoom(old, HistoryLimit-1); err != nil {
+			return nil, 0, err
+		}
+	}
+	count := 1
+	if prevWeek == week {
+		count = prevCount + 1
+	}
+	size := len(week) + len(entry) + 64
+	for _, s := range keep {
+		size += len(s) + 1
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"week":"`...)
+	b = append(b, week...) // isoWeek's digits, '-' and 'W' need no escaping
+	b = append(b, `","count":`...)
+	b = strconv.AppendInt(b, int64(count), 10)
+	b = append(b, `,"new":`...)
+	b = strconv.AppendBool(b, isNew)
+	b = append(b, `,"searches":[`...)
+	b = append(b, entry...)
+	for _, s := range keep {
+		b = append(b, ',')
+		b = append(b, s...)
+	}
+	b = append(b, "]}"...)
+	return b, count, nil
+}
+
+// splitRoom reads what prependSearch needs of the encoded roomRecord rec:
+// its week, its count and its first n searches, still encoded (slices of
+// rec, or copies). A record laid out as prependSearch and json.Marshal
+// lay it out is read without the cost of decoding it (see splitMarshaled);
+// any other is decoded with json.Unmarshal. A record neither can read is
+// an Internal error.
+func splitRoom(rec []byte, n int) (week string, count int, searches []json.RawMessage, err error) {
+	if week, count, searches, ok := splitMarshaled(rec, n); ok {
+		return week, count, searches, nil
+	}
+	var r struct {
+		Week     string            `json:"week"`
+		Count    int               `json:"count"`
+		Searches []json.RawMessage `json:"searches"`
+	}
+	if err := json.Unmarshal(rec, &r); err != nil {
+		return "", 0, nil, addon.Wrap(addon.Internal, err, "ui: stored room history is corrupt")
+	}
+	return r.Week, r.Count, r.Searches[:min(len(r.Searches), n)], nil
+}
+
+// splitMarshaled is splitRoom's fast path, for a record laid out exactly as
+// {"week":"…","count":N,"new":B,"searches":[{…},…]} with no escape in the
+// week. It reads the record only up to the n-th search, finding where each
+// search ends by its braces and brackets outside strings, and does not
+// check the JSON within (it was checked when encoded). ok is false when
+// the record is laid out otherwise, or is cut short.
+func splitMarshaled(rec []byte, n int) (week string, count int, searches []json.RawMessage, ok bool) {
+	rest, ok := bytes.CutPrefix(rec, []byte(`{"week":"`))
+	i := bytes.IndexByte(rest, '"')
+	if !ok || i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return "", 0, nil, false
+	}
+	week, rest = string(rest[:i]), rest[i+1:]
+	rest, ok = bytes.CutPrefix(rest, []byte(`,"count":`))
+	i = bytes.IndexByte(rest, ',')
+	if !ok || i < 0 {
+		return "", 0, nil, false
+	}
+	count, err := strconv.Atoi(string(rest[:i]))
+	if err != nil {
+		return "", 0, nil, false
+	}
+	rest = rest[i:]
+	if r, ok := bytes.CutPrefix(rest, []byte(`,"new":true`)); ok {
+		rest = r
+	} else if rest, ok = bytes.CutPrefix(rest, []byte(`,"new":false`)); !ok {
+		return "", 0, nil, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"searches":[`)); !ok {
+		return "", 0, nil, false
+	}
+	searches = make([]json.RawMessage, 0, n)
+	for len(searches) < n {
+		if bytes.Equal(rest, []byte("]}")) {
+			return week, count, searches, true
+		}
+		if len(searches) > 0 {
+			if rest, ok = bytes.CutPrefix(rest, []byte(",")); !ok {
+				return "", 0, nil, false
+			}
+		}
+		end := objectEnd(rest)
+		if end < 0 {
+			return "", 0, nil, false
+		}
+		searches, rest = append(searches, rest[:end]), rest[end:]
+	}
+	return week, count, searches, true
+}
+
+// objectEnd returns the length of the JSON object at the start of b, found
+// by matching braces and brackets outside strings; -1 if b does not start
+// with '{' or ends first.
+func objectEnd(b []byte) int {
+	if len(b) == 0 || b[0] != '{' {
+		return -1
+	}
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
 func roomKey(oauthID string, roomID int64) string {
 	return roomPrefix(oauthID) + strconv.FormatInt(roomID, 10)
 }
@@ -85,6 +228,12 @@ func (u *UI) History(ctx context.Context, oauthID string, roomID int64) ([]Searc
 // and a NEW lozenge when this search found results. The daemon calls it
 // after each search a room sees; the dialog's "Post to room" does too.
 //
+// It is safe to call concurrently, for one room or many: the search is
+// recorded in one atomic read-modify-write of the room's record
+// ([KV.Update], which shares its commit with concurrent writers), so none
+// is lost and the count pushed is the one stored with this search. The
+// pushes of concurrent searches in one room are not ordered, though.
+//
 // A failed push is returned (wrapped) after the history was stored: the
 // caller logs it, the search itself stands.
 func (u *UI) AfterSearch(ctx context.Context, inst addon.Installation, roomID int64, name, term string, hits []command.Hit) error {
@@ -97,25 +246,20 @@ func (u *UI) AfterSearch(ctx context.Context, inst addon.Installation, roomID in
 		s.Hits = append(s.Hits, Hit{Title: command.Truncate(h.Title, maxTitleChars), URL: h.URL})
 	}
 
-	u.mu.Lock()
-	rec, err := u.room(ctx, inst.OAuthID, roomID)
-	if err == nil {
-		if week := isoWeek(now); rec.Week != week {
-			rec.Week, rec.Count = week, 0
-		}
-		rec.Count++
-		rec.New = len(hits) > 0
-		rec.Searches = append([]Search{s}, rec.Searches...)
-		rec.Searches = rec.Searches[:min(len(rec.Searches), HistoryLimit)]
-		var b []byte
-		if b, err = json.Marshal(rec); err == nil {
-			err = u.d.KV.Put(ctx, roomKey(inst.OAuthID, roomID), b)
-		}
+	entry, err := json.Marshal(s)
+	if err != nil {
+		return addon.Wrap(addon.Internal, err, "ui: encode search")
 	}
-	u.mu.Unlock()
+	week, isNew := isoWeek(now), len(hits) > 0
+	var count int
+	err = u.d.KV.Update(ctx, roomKey(inst.OAuthID, roomID), func(old []byte, found bool) (b []byte, err error) {
+		b, count, err = prependSearch(old, found, week, isNew, entry)
+		return b, err
+	})
 	if err != nil {
 		return fmt.Errorf("ui: record search: %w", err)
 	}
+	rec := roomRecord{Week: week, Count: count, New: isNew}
 
 	if u.d.PushGlance == nil || u.d.GlanceKey == "" {
 		return nil
@@ -129,14 +273,15 @@ func (u *UI) AfterSearch(ctx context.Context, inst addon.Installation, roomID in
 
 // Forget deletes everything the UI stored for installation oauthID (its
 // settings and every room's history); the daemon calls it on uninstall.
+// A search recorded meanwhile is either deleted or starts a fresh
+// history: AfterSearch reads and writes a room's record in one atomic
+// [KV.Update], so it never writes back a record Forget deleted.
 func (u *UI) Forget(ctx context.Context, oauthID string) error {
 	keys, err := u.d.KV.List(ctx, roomPrefix(oauthID))
 	if err != nil {
 		return fmt.Errorf("ui: forget %s: %w", oauthID, err)
 	}
 	keys = append(keys, settingsKey(oauthID))
-	u.mu.Lock()
-	defer u.mu.Unlock()
 	for _, k := range keys {
 		if err := u.d.KV.Delete(ctx, k); err != nil && !addon.IsNotFound(err) {
 			return fmt.Errorf("ui: forget %s: %w", oauthID, err)

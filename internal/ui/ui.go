@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
@@ -37,9 +36,17 @@ import (
 // *store.KV (namespace "ui") has it. Get and Delete of an absent key return
 // an error for which addon.IsNotFound holds. It must be safe for
 // concurrent use.
+//
+// Update stores what fn makes of the value at key (old is nil and found
+// false when there is none) as one atomic step: no other write to key
+// comes between. fn may run more than once, on the value then stored, so
+// it must be a pure function of old, quick, must not retain or modify old,
+// and must not call the KV; an error from fn stores nothing and is
+// returned, as it is or wrapped. Concurrent Updates may share one commit.
 type KV interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	Put(ctx context.Context, key string, val []byte) error
+	Update(ctx context.Context, key string, fn func(old []byte, found bool) ([]byte, error)) error
 	Delete(ctx context.Context, key string) error
 	List(ctx context.Context, prefix string) ([]string, error)
 }
@@ -82,10 +89,6 @@ type UI struct {
 	mux      *http.ServeMux
 	static   http.Handler
 	version  string // hash of the static assets, for cache busting
-
-	// mu serialises the read-modify-write of a room's history record:
-	// one process owns the bbolt file, so a process-wide lock suffices.
-	mu sync.Mutex
 }
 
 // New returns the UI for d.

@@ -999,7 +999,9 @@ const userID = 1661743
 
 // RoomMessage is a room_message webhook body (PROTOCOL.md section 6) for a
 // message text sent in roomID, identified by messageID. Its links point at
-// hipchat.example.com: nothing should follow them.
+// hipchat.example.com: nothing should follow them. Every message has the
+// same date, so that the body of a message sent twice is the same twice, as
+// when HipChat delivers a message again.
 func RoomMessage(oauthID string, roomID int64, messageID, text string) []byte {
 	type links struct {
 		Self string `json:"self"`
@@ -1033,7 +1035,7 @@ func RoomMessage(oauthID string, roomID int64, messageID, text string) []byte {
 		WebhookID     int64  `json:"webhook_id"`
 	}{Event: "room_message", OAuthClientID: oauthID, WebhookID: 578829}
 	body.Item.Message = message{
-		Date: time.Now().UTC().Format("2006-01-02T15:04:05.000000-07:00"),
+		Date: "2026-11-25T17:00:00.000000+00:00",
 		From: user{ID: userID, MentionName: "Blinky", Name: "Blinky the Three Eyed Fish",
 			Links: links{Self: "https://hipchat.example.com/v2/user/" + strconv.Itoa(userID)}},
 		ID:       messageID,
