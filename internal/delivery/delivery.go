@@ -200,6 +200,7 @@ type loop struct {
 	ready      []*room         // rooms that may go now, oldest first
 	waiting    waitHeap        // rooms that must wait (retry, pacing), soonest first
 	completing []addon.Job     // delivered, removal not yet handed to the store
+	spare      [][]addon.Job   // emptied slices for added and completing, reused
 	removing   map[uint64]bool // delivered, removal not yet committed
 	floor      uint64          // the highest job ID any read of the store saw
 	pace       *pacer
@@ -242,7 +243,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	flush := func() {
 		if !writing && len(l.completing) > 0 {
 			toRemove <- l.completing
-			l.completing, writing = nil, true
+			l.completing, writing = l.reuse(), true
 		}
 	}
 
@@ -285,10 +286,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // should be read again, after a failed read).
 func (l *loop) step(ctx context.Context) time.Time {
 	d := l.d
+	spare := l.reuse()
 	d.mu.Lock()
 	added, reread := d.added, d.reread
-	d.added, d.reread = nil, false
+	d.added, d.reread = spare, false
 	d.mu.Unlock()
+	defer l.recycle(added)
 	var again time.Time
 	if reread {
 		if err := l.read(ctx); err != nil {
@@ -469,9 +472,28 @@ func (l *loop) finish(res result) {
 	l.makeReady(r)
 }
 
+// reuse returns an empty slice of jobs, one used before if there is one.
+func (l *loop) reuse() []addon.Job {
+	if n := len(l.spare); n > 0 {
+		s := l.spare[n-1]
+		l.spare = l.spare[:n-1]
+		return s
+	}
+	return nil
+}
+
+// recycle keeps jobs' backing array for reuse.
+func (l *loop) recycle(jobs []addon.Job) {
+	if cap(jobs) > 0 && len(l.spare) < 4 {
+		clear(jobs)
+		l.spare = append(l.spare, jobs[:0])
+	}
+}
+
 // removed takes the end of a removal from the store. A failed one leaves
 // the jobs stored: they are read again and delivered again (at least once).
 func (l *loop) removed(c committed) {
+	defer l.recycle(c.jobs)
 	for _, j := range c.jobs {
 		delete(l.removing, j.ID)
 	}

@@ -99,10 +99,11 @@ type Options struct {
 	// jobs fails with an Unavailable error. Zero means unlimited.
 	MaxPendingPerInstallation int
 	// BatchDelay is how long a batched write (Enqueue, Complete,
-	// RecordAttempt, Bury) waits for others to share its commit and fsync
-	// (bolt's MaxBatchDelay): the latency a lone write pays for the
-	// throughput of many. Zero means DefaultBatchDelay; negative means
-	// none: a write commits with whatever other writes arrived meanwhile.
+	// RecordAttempt, Bury, KV updates) that finds the store idle waits for
+	// others to share its commit and fsync (see groupCommit): the latency a
+	// lone write pays for the throughput of many. Writes that arrive while
+	// a commit is on its way do not wait: they go into the next commit.
+	// Zero means DefaultBatchDelay; negative means none.
 	BatchDelay time.Duration
 }
 
@@ -121,6 +122,7 @@ type DB struct {
 	maxPending int
 	warnings   []string
 	certs      *certStorage
+	writes     *groupCommit // shared write transactions (batch)
 	counts     outboxCounts // pending jobs by installation
 	lookups    lookupCache  // installations and tokens decoded, until written
 }
@@ -219,7 +221,7 @@ func Open(path string, o Options) (*DB, error) {
 		_ = d.db.Close()
 		return nil, fmt.Errorf("store: open: %s: count pending jobs: %w", path, err)
 	}
-	d.setBatchDelay(o.BatchDelay)
+	d.startWrites(o.BatchDelay)
 	return d, nil
 }
 
@@ -380,6 +382,9 @@ func (d *DB) Warnings() []string {
 // after Close. Close drops the installations and tokens cached in memory.
 func (d *DB) Close() error {
 	d.lookups.reset()
+	if d.writes != nil {
+		d.writes.close()
+	}
 	if err := d.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
@@ -477,28 +482,30 @@ func (d *DB) update(ctx context.Context, op string, fn func(*bolt.Tx) error) err
 	return wrapErr(op, d.db.Update(fn))
 }
 
-// setBatchDelay sets bolt's MaxBatchDelay from Options.BatchDelay; Open
-// calls it last, on the file it ends up with (compaction replaces it).
-func (d *DB) setBatchDelay(delay time.Duration) {
+// startWrites starts the shared writes (see groupCommit) with the delay of
+// Options.BatchDelay; Open calls it last, on the file it ends up with
+// (compaction replaces it).
+func (d *DB) startWrites(delay time.Duration) {
 	switch {
 	case delay == 0:
 		delay = DefaultBatchDelay
 	case delay < 0:
 		delay = 0
 	}
-	d.db.MaxBatchDelay = delay
+	d.writes = newGroupCommit(d.db, delay)
 }
 
-// batch runs fn through bolt's Batch, which coalesces concurrent callers
-// into one transaction and one fsync. fn may run more than once and must be
-// idempotent: it must set its results afresh on each run, and return an
-// error only for a real failure (an error makes bolt re-run the whole batch),
-// so "not found" and the like travel in variables, not as errors.
+// batch runs fn in a write transaction shared with concurrent callers (see
+// groupCommit): one commit and one fsync for all. fn may run more than once
+// and must be idempotent: it must set its results afresh on each run, and
+// return an error only for a real failure (an error makes the others run
+// again without it), so "not found" and the like travel in variables, not
+// as errors.
 func (d *DB) batch(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
-	return wrapErr(op, d.db.Batch(fn))
+	return wrapErr(op, d.writes.run(fn))
 }
 
 func wrapErr(op string, err error) error {
