@@ -757,7 +757,8 @@ func TestMetricsLint(t *testing.T) {
 	}
 	body := d.metrics(t)
 	for _, name := range []string{"hipconnect_build_info", "hipconnect_installations 1", "hipconnect_installs_total{result=\"ok\"} 1",
-		"hipconnect_deliveries_total{outcome=\"delivered\"} 1", "go_goroutines", "process_resident_memory_bytes"} {
+		"hipconnect_deliveries_total{outcome=\"delivered\"} 1", "go_goroutines", "process_resident_memory_bytes",
+		"go_gc_gogc_percent 200"} { // serve's default without GOGC in the environment
 		if !strings.Contains(body, name) {
 			t.Errorf("/metrics lacks %q", name)
 		}
