@@ -32,6 +32,8 @@ const (
 	baselineTokenEnv  = "HIPCONNECT_LOAD_TOKEN"  // a bearer token the fake accepts
 	baselineSearchEnv = "HIPCONNECT_LOAD_SEARCH" // search URL template with {term}
 	baselineCAEnv     = "HIPCONNECT_LOAD_CA"     // PEM file of the fakes' CA
+	baselineCertEnv   = "HIPCONNECT_LOAD_CERT"   // -tls files: PEM certificate to serve HTTPS with
+	baselineKeyEnv    = "HIPCONNECT_LOAD_KEY"    // -tls files: its PEM key
 )
 
 // serveBaseline runs the baseline server until ctx ends. For
@@ -40,7 +42,8 @@ const (
 // makes the calls hipconnect makes for that command: for hascode a GET to
 // the search backend and a glance update POST, then for every command the
 // room notification POST, whose message carries the command's text so the
-// load tool can match it.
+// load tool can match it. Given a certificate and key file, it serves
+// HTTPS (HTTP/1.1 to the tool's client, as hipconnect's public listener).
 func serveBaseline(ctx context.Context, getenv func(string) string) error {
 	pem, err := os.ReadFile(getenv(baselineCAEnv))
 	if err != nil {
@@ -121,14 +124,21 @@ func serveBaseline(ctx context.Context, getenv func(string) string) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if cert := getenv(baselineCertEnv); cert != "" {
+		err = srv.ServeTLS(ln, cert, getenv(baselineKeyEnv))
+	} else {
+		err = srv.Serve(ln)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
 // startBaseline starts the baseline process and waits until it is ready.
-func startBaseline(ctx context.Context, dir, caFile string, hc *fakeHipChat, search *fakeSearch) (*child, string, error) {
+// With st (-tls files) it serves HTTPS with st's certificate. It returns the
+// process and its base URL.
+func startBaseline(ctx context.Context, dir, caFile string, st *serverTLS, hc *fakeHipChat, search *fakeSearch) (*child, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
@@ -141,9 +151,15 @@ func startBaseline(ctx context.Context, dir, caFile string, hc *fakeHipChat, sea
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), baselineEnv + "=1", baselineListenEnv + "=" + addr,
 		baselineAPIEnv + "=" + hc.url + "/v2/", baselineTokenEnv + "=" + hc.mint("baseline"),
 		baselineSearchEnv + "=" + search.searchURL(), baselineCAEnv + "=" + caFile}
-	c, err := startChild(ctx, "baseline", cmd, filepath.Join(dir, "baseline.log"), "http://"+addr+"/readyz", 20*time.Second)
+	base := "http://" + addr
+	var tc *tls.Config
+	if st != nil {
+		cmd.Env = append(cmd.Env, baselineCertEnv+"="+st.certFile, baselineKeyEnv+"="+st.keyFile)
+		base, tc = "https://"+addr, st.client
+	}
+	c, err := startChild(ctx, "baseline", cmd, filepath.Join(dir, "baseline.log"), base+"/readyz", tc, 20*time.Second)
 	if err != nil {
 		return nil, "", err
 	}
-	return c, "http://" + addr, nil
+	return c, base, nil
 }

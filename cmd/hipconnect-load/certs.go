@@ -15,8 +15,9 @@ import (
 )
 
 // authority is the load tool's own certificate authority: it signs the
-// certificate of the fake HipChat and of the fake search backend, and the
-// daemon trusts it through hipchat.ca_file.
+// certificate of the fake HipChat and of the fake search backend, which
+// the daemon trusts through hipchat.ca_file, and with -tls files the
+// certificate of the daemon's own public listener, which the tool trusts.
 type authority struct {
 	ca *pki.CA // ca.CertPEM is the daemon's hipchat.ca_file
 }
@@ -89,4 +90,30 @@ func (a *authority) leaf(hosts ...string) (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return l.TLSCertificate(), nil
+}
+
+// serverTLS is the certificate of the public listener of a server the tool
+// starts (-tls files): the files the server is given, and the client
+// configuration that trusts them.
+type serverTLS struct {
+	certFile, keyFile string
+	client            *tls.Config // trusts the tool's CA only
+}
+
+// serverFiles issues a certificate for host and writes it and its key,
+// both 0600, to dir as server-cert.pem and server-key.pem.
+func (a *authority) serverFiles(dir, host string) (*serverTLS, error) {
+	l, err := a.ca.Leaf([]string{host}, nil, time.Now().Add(-time.Hour), a.ca.Cert.NotAfter)
+	if err != nil {
+		return nil, err
+	}
+	s := &serverTLS{certFile: filepath.Join(dir, "server-cert.pem"), keyFile: filepath.Join(dir, "server-key.pem"),
+		client: &tls.Config{RootCAs: a.ca.Pool(), MinVersion: tls.VersionTLS12}}
+	if err := os.WriteFile(s.certFile, l.CertPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(s.keyFile, l.KeyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -177,8 +178,9 @@ func (r *recorder) notified(msg string, at time.Time) {
 
 // loadSpec is how to drive one server.
 type loadSpec struct {
-	url         string // webhook URL without the command: base + "/webhook/"
-	concurrency int    // closed loop: commands in flight
+	url         string      // webhook URL without the command: base + "/webhook/"
+	tls         *tls.Config // for an https url; nil: the system's roots
+	concurrency int         // closed loop: commands in flight
 	rate        float64
 	duration    time.Duration // no command is sent after this
 	timeout     time.Duration // how long a command's notification is awaited; the run ends by duration + timeout
@@ -221,10 +223,13 @@ func (e *errorSet) add(kind string) {
 
 // webhookClient is the HTTP client HipChat's side uses toward the server:
 // keep-alive connections, enough of them for every command in flight.
-func webhookClient(conns int) *http.Client {
+// Over https (tc, nil for the system's roots) it speaks HTTP/1.1 as over
+// http: one request per connection at a time, a handshake per connection.
+func webhookClient(conns int, tc *tls.Config) *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tc,
 		MaxIdleConns:        conns,
 		MaxIdleConnsPerHost: conns,
 		IdleConnTimeout:     time.Minute,
@@ -239,7 +244,7 @@ func drive(ctx context.Context, p *plan, rec *recorder, spec loadSpec) loadResul
 	if spec.rate > 0 {
 		inflight = 2048
 	}
-	client := webhookClient(inflight)
+	client := webhookClient(inflight, spec.tls)
 	defer client.CloseIdleConnections()
 	url := spec.url + p.command
 	var errs errorSet
@@ -394,10 +399,10 @@ func shortErr(err error) string {
 // install installs every installation into the server at base through
 // POST /installable, conc at a time, as HipChat does (PROTOCOL.md section
 // 3): the daemon then reads the fake's capabilities and proves the
-// credentials at its token endpoint. It returns how long it took and the
-// failures.
-func install(ctx context.Context, base string, hc *fakeHipChat, installs []installation, conc int) (time.Duration, map[string]int) {
-	client := webhookClient(conc)
+// credentials at its token endpoint. tc is the client's TLS configuration
+// for an https base. It returns how long it took and the failures.
+func install(ctx context.Context, base string, tc *tls.Config, hc *fakeHipChat, installs []installation, conc int) (time.Duration, map[string]int) {
+	client := webhookClient(conc, tc)
 	defer client.CloseIdleConnections()
 	var errs errorSet
 	var next atomic.Int64

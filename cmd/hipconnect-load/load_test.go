@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,6 +143,55 @@ func TestOpenLoopHascode(t *testing.T) {
 	}
 }
 
+// TestTLSFiles runs a small load against the daemon serving HTTPS with
+// tls.mode files, and the baseline over HTTPS too, with a restart after the
+// install: installs and webhooks go over TLS to a certificate from the
+// tool's CA.
+func TestTLSFiles(t *testing.T) {
+	const commands = 50
+	r := runJSON(t, "-hipconnect", hipconnectBin, "-tls", "files", "-installs", "1", "-rooms", "2",
+		"-commands", fmt.Sprint(commands), "-concurrency", "4", "-restart", "-baseline", "-duration", "20s", "-timeout", "10s")
+	if r.Setup.TLS != "files" {
+		t.Errorf("setup.tls = %q, want files", r.Setup.TLS)
+	}
+	checkPhase(t, r.Hipconnect, commands)
+	checkPhase(t, r.Baseline, commands)
+	h := r.Hipconnect
+	if h.Installs != 1 || len(h.InstallErrors) != 0 || h.ReadyAfterRestartMS <= 0 {
+		t.Errorf("installs %d, errors %v, ready after restart %.1f ms", h.Installs, h.InstallErrors, h.ReadyAfterRestartMS)
+	}
+}
+
+// TestServerFiles checks the certificate -tls files gives the daemon: the
+// files are 0600 and the client configuration trusts it for 127.0.0.1.
+func TestServerFiles(t *testing.T) {
+	a, err := newAuthority()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := a.serverFiles(dir, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{st.certFile, st.keyFile} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 || filepath.Dir(f) != dir {
+			t.Errorf("%s: %v, %v; want mode 0600 in %s", f, fi, err, dir)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(st.certFile, st.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: st.client.RootCAs, DNSName: "127.0.0.1"}); err != nil {
+		t.Errorf("the client does not trust the certificate for 127.0.0.1: %v", err)
+	}
+}
+
 // TestTextReport checks the human-readable report names every figure.
 func TestTextReport(t *testing.T) {
 	var stdout bytes.Buffer
@@ -152,7 +203,7 @@ func TestTextReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"startup to ready", "installs", "throughput", "p50", "p90", "p99", "max",
-		"RSS", "CPU under load", "== baseline", "hipconnect / baseline:"} {
+		"RSS", "CPU under load", "== baseline", "hipconnect / baseline:", "tls: off"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, stdout.String())
 		}
@@ -172,6 +223,8 @@ func TestParse(t *testing.T) {
 		{"no rooms", []string{"-hipconnect", "x", "-rooms", "0"}},
 		{"fake off loopback", []string{"-hipconnect", "x", "-hipchat-addr", "10.0.0.1:0"}},
 		{"bad env", []string{"-hipconnect", "x", "-env", "PATH=/tmp"}},
+		{"bad tls", []string{"-hipconnect", "x", "-tls", "acme"}},
+		{"tls with target", []string{"-target", "https://127.0.0.1:1", "-tls", "files"}},
 		{"argument", []string{"-hipconnect", "x", "extra"}},
 	}
 	for _, tt := range rows {
@@ -186,8 +239,8 @@ func TestParse(t *testing.T) {
 		t.Errorf("-rate 250/s: %+v, %v", o, err)
 	}
 	o, err = parse([]string{"-hipconnect", "x"}, io.Discard)
-	if err != nil || o.concurrency != 32 {
-		t.Errorf("defaults: concurrency %d, %v", o.concurrency, err)
+	if err != nil || o.concurrency != 32 || o.tls != "off" {
+		t.Errorf("defaults: concurrency %d, tls %q, %v", o.concurrency, o.tls, err)
 	}
 }
 

@@ -5,7 +5,9 @@
 // given concurrency (closed loop) or rate (open loop), and measures for
 // each command the time from the webhook sent to the room notification
 // received. It reports throughput, latency percentiles, errors, and the
-// daemon's startup time, RSS and CPU from /proc. With -baseline it drives
+// daemon's startup time, RSS and CPU from /proc. With -tls files the daemon
+// serves its public listener over HTTPS (tls.mode: files) with a
+// certificate from the tool's CA. With -baseline it drives
 // a bare server doing the same HTTP exchanges the same way, and reports
 // each figure as a ratio to it.
 //
@@ -15,6 +17,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +44,7 @@ each command's room notification. Examples:
 
   hipconnect-load -hipconnect ./hipconnect -installs 100 -rooms 10 -commands 5000 -concurrency 64 -baseline
   hipconnect-load -hipconnect ./hipconnect -installs 100 -rooms 10 -commands 5000 -rate 300 -baseline
+  hipconnect-load -hipconnect ./hipconnect -tls files -installs 10 -rooms 2 -commands 200 -concurrency 8 -restart
   hipconnect-load -target http://127.0.0.1:8080 -ops http://127.0.0.1:9464 -pid 1234 -ca-dir ./ca -search-addr 127.0.0.4:8443
 
 flags:
@@ -49,6 +53,7 @@ flags:
 // options are the parsed flags.
 type options struct {
 	hipconnect, target, ops string
+	tls                     string // tlsOff or tlsFiles
 	pid                     int
 	caDir                   string
 	hipchatAddr, searchAddr string
@@ -66,6 +71,12 @@ type options struct {
 	logLevel                string
 	env                     []string
 }
+
+// The values of -tls: the tls.mode the started daemon is given.
+const (
+	tlsOff   = "off"
+	tlsFiles = "files"
+)
 
 type multiFlag []string
 
@@ -103,8 +114,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("hipconnect-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
-	fs.StringVar(&o.hipconnect, "hipconnect", "", "start this hipconnect `binary` with a generated configuration (TLS off, 127.0.0.1)")
+	fs.StringVar(&o.hipconnect, "hipconnect", "", "start this hipconnect `binary` with a generated configuration (127.0.0.1, see -tls)")
 	fs.StringVar(&o.target, "target", "", "drive an already running hipconnect at this base `URL` instead")
+	fs.StringVar(&o.tls, "tls", tlsOff, "with -hipconnect: the daemon's tls.`mode`, off (HTTP) or files (HTTPS with a certificate for 127.0.0.1 from the tool's CA; the baseline too)")
 	fs.StringVar(&o.ops, "ops", "", "with -target: its ops listener `URL`, for -profile-dir")
 	fs.IntVar(&o.pid, "pid", 0, "with -target: its process `id`, for RSS and CPU from /proc")
 	fs.StringVar(&o.caDir, "ca-dir", "", "keep the fakes' CA in `dir` (ca.pem is the target's hipchat.ca_file); default: a new CA per run")
@@ -137,6 +149,12 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if (o.hipconnect == "") == (o.target == "") {
 		return o, fmt.Errorf("%w: give exactly one of -hipconnect and -target", errUsage)
+	}
+	switch {
+	case o.tls != tlsOff && o.tls != tlsFiles:
+		return o, fmt.Errorf("%w: -tls must be %s or %s", errUsage, tlsOff, tlsFiles)
+	case o.tls == tlsFiles && o.target != "":
+		return o, fmt.Errorf("%w: -tls files needs -hipconnect (with -target the URL's scheme says)", errUsage)
 	}
 	if *rate != "" {
 		r, err := strconv.ParseFloat(strings.TrimSuffix(*rate, "/s"), 64)
@@ -216,6 +234,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
+	var st *serverTLS // -tls files: the started servers' certificate
+	if o.hipconnect != "" {
+		rep.Setup.TLS = o.tls
+		if o.tls == tlsFiles {
+			if st, err = ca.serverFiles(dir, "127.0.0.1"); err != nil {
+				return err
+			}
+		}
+	}
 	caFile := filepath.Join(dir, "hipchat-ca.pem")
 	if err := os.WriteFile(caFile, ca.ca.CertPEM, 0o600); err != nil {
 		return err
@@ -253,12 +280,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			"add -installs or -rooms", perToken, perRoom))
 	}
 
-	rep.Hipconnect, err = runHipconnect(ctx, o, dir, caFile, hc, search, p)
+	rep.Hipconnect, err = runHipconnect(ctx, o, dir, caFile, st, hc, search, p)
 	if err != nil {
 		return err
 	}
 	if o.baseline {
-		rep.Baseline, err = runBaseline(ctx, o, dir, caFile, hc, search, p)
+		rep.Baseline, err = runBaseline(ctx, o, dir, caFile, st, hc, search, p)
 		if err != nil {
 			return err
 		}
@@ -289,19 +316,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return nil
 }
 
-// daemonConfig is the configuration the tool gives hipconnect: TLS off on
-// 127.0.0.1, the fake HipChat's host allowed with the tool's CA, the
-// hascode command on the fake search backend (whose host the daemon adds
-// to its allowlist itself), and the echo command.
+// daemonConfig is the configuration the tool gives hipconnect: the public
+// listener on 127.0.0.1, its base URL http or https by the tls section,
+// the ops listener (always plain HTTP), the fake HipChat's host allowed
+// with the tool's CA, the hascode command on the fake search backend
+// (whose host the daemon adds to its allowlist itself), and the echo
+// command.
 const daemonConfig = `# Written by hipconnect-load.
 server:
-  base_url: http://%[1]s
+  base_url: %[9]s://%[1]s
   listen: %[1]s
   ops_listen: %[2]s
   shutdown_grace: 5s
   pprof: %[3]t
 tls:
-  mode: "off"
+%[10]s
 storage:
   path: %[4]s
 hipchat:
@@ -321,11 +350,25 @@ commands:
     kind: echo
 `
 
+// tlsSection is daemonConfig's tls section, and the scheme of the base URL
+// that goes with it: files mode with st's certificate, or off for st nil.
+func tlsSection(st *serverTLS) (section, scheme string) {
+	if st == nil {
+		return `  mode: "off"`, "http"
+	}
+	return fmt.Sprintf("  mode: files\n  cert_file: %q\n  key_file: %q", st.certFile, st.keyFile), "https"
+}
+
 // runHipconnect measures hipconnect: startup, installs, RSS at rest, then
-// the load.
-func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeHipChat, search *fakeSearch, p *plan) (*phase, error) {
+// the load. With st (-tls files) the daemon it starts serves HTTPS with st's
+// certificate, and installs and webhooks trust st.client's roots.
+func runHipconnect(ctx context.Context, o options, dir, caFile string, st *serverTLS, hc *fakeHipChat, search *fakeSearch, p *plan) (*phase, error) {
 	ph := &phase{Name: "hipconnect", Installs: len(p.installs)}
 	base, ops, pid := strings.TrimSuffix(o.target, "/"), strings.TrimSuffix(o.ops, "/"), o.pid
+	var clientTLS *tls.Config
+	if st != nil {
+		clientTLS = st.client
+	}
 	var d *child
 	var start func() (*child, error)
 	if o.hipconnect != "" {
@@ -338,13 +381,16 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 			return nil, err
 		}
 		hcHost, _, _ := net.SplitHostPort(o.hipchatAddr)
+		section, scheme := tlsSection(st)
 		cfg := fmt.Sprintf(daemonConfig, listen, opsAddr, o.profileDir != "", filepath.Join(dir, "hipconnect.db"),
-			hcHost, caFile, o.logLevel, search.searchURL())
+			hcHost, caFile, o.logLevel, search.searchURL(), scheme, section)
 		cfgPath := filepath.Join(dir, "hipconnect.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			return nil, err
 		}
-		base, ops = "http://"+listen, "http://"+opsAddr
+		// /readyz is on the ops listener, plain HTTP in every mode; in files
+		// mode the daemon is ready only with its certificate loaded.
+		base, ops = scheme+"://"+listen, "http://"+opsAddr
 		ph.LogFile = filepath.Join(dir, "hipconnect.log")
 		if o.dir == "" {
 			ph.LogFile = "" // removed with the temporary directory
@@ -352,7 +398,7 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 		start = func() (*child, error) {
 			cmd := exec.Command(o.hipconnect, "serve", "--config", cfgPath)
 			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, o.env...)
-			return startChild(ctx, "hipconnect", cmd, filepath.Join(dir, "hipconnect.log"), ops+"/readyz", 30*time.Second)
+			return startChild(ctx, "hipconnect", cmd, filepath.Join(dir, "hipconnect.log"), ops+"/readyz", nil, 30*time.Second)
 		}
 		var errStart error
 		if d, errStart = start(); errStart != nil {
@@ -372,7 +418,7 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 		}
 	}
 
-	took, errs := install(ctx, base, hc, p.installs, o.installConcurrency)
+	took, errs := install(ctx, base, clientTLS, hc, p.installs, o.installConcurrency)
 	ph.InstallSeconds = round3(took.Seconds())
 	ph.InstallsPerSecond = round3(float64(len(p.installs)) / took.Seconds())
 	ph.InstallErrors = errs
@@ -403,8 +449,8 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 	if o.profileDir != "" && ops != "" {
 		prof = startCPUProfile(ops, o.profileDir, o.profileTime)
 	}
-	ph.Load, ph.Fake = measure(ctx, ph, pid, hc, search, p, loadSpec{url: base + "/webhook/", concurrency: o.concurrency,
-		rate: o.rate, duration: o.duration, timeout: o.timeout})
+	ph.Load, ph.Fake = measure(ctx, ph, pid, hc, search, p, loadSpec{url: base + "/webhook/", tls: clientTLS,
+		concurrency: o.concurrency, rate: o.rate, duration: o.duration, timeout: o.timeout})
 	if prof != nil {
 		if err := prof.finish(); err != nil {
 			return nil, err
@@ -426,9 +472,10 @@ func runHipconnect(ctx context.Context, o options, dir, caFile string, hc *fakeH
 	return ph, nil
 }
 
-// runBaseline drives the baseline server with the same plan.
-func runBaseline(ctx context.Context, o options, dir, caFile string, hc *fakeHipChat, search *fakeSearch, p *plan) (*phase, error) {
-	b, base, err := startBaseline(ctx, dir, caFile, hc, search)
+// runBaseline drives the baseline server with the same plan, over HTTPS
+// with st's certificate if st is not nil.
+func runBaseline(ctx context.Context, o options, dir, caFile string, st *serverTLS, hc *fakeHipChat, search *fakeSearch, p *plan) (*phase, error) {
+	b, base, err := startBaseline(ctx, dir, caFile, st, hc, search)
 	if err != nil {
 		return nil, err
 	}
@@ -441,8 +488,11 @@ func runBaseline(ctx context.Context, o options, dir, caFile string, hc *fakeHip
 	if s, err := readStatus(b.pid()); err == nil {
 		ph.RSSReadyMB, ph.RSSIdleMB = mb(s.RSSKB), mb(s.RSSKB)
 	}
-	ph.Load, ph.Fake = measure(ctx, ph, b.pid(), hc, search, p, loadSpec{url: base + "/webhook/", concurrency: o.concurrency,
-		rate: o.rate, duration: o.duration, timeout: o.timeout})
+	spec := loadSpec{url: base + "/webhook/", concurrency: o.concurrency, rate: o.rate, duration: o.duration, timeout: o.timeout}
+	if st != nil {
+		spec.tls = st.client
+	}
+	ph.Load, ph.Fake = measure(ctx, ph, b.pid(), hc, search, p, spec)
 	if s, err := readStatus(b.pid()); err == nil {
 		ph.HWMMB = mb(s.HWMKB)
 	}

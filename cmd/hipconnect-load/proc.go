@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -138,9 +139,10 @@ type child struct {
 
 // startChild starts cmd, its output appended to logPath, and polls
 // readyURL every millisecond until it answers 200: the time from just
-// before the fork to that answer is the startup time. It gives up after
-// timeout or when the process exits.
-func startChild(ctx context.Context, name string, cmd *exec.Cmd, logPath, readyURL string, timeout time.Duration) (*child, error) {
+// before the fork to that answer is the startup time. tc is the poll's TLS
+// configuration for an https readyURL (each poll is a new connection, so a
+// handshake). It gives up after timeout or when the process exits.
+func startChild(ctx context.Context, name string, cmd *exec.Cmd, logPath, readyURL string, tc *tls.Config, timeout time.Duration) (*child, error) {
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -149,7 +151,7 @@ func startChild(ctx context.Context, name string, cmd *exec.Cmd, logPath, readyU
 	c := &child{name: name, cmd: cmd, log: lf, exited: make(chan struct{})}
 	poll := &http.Client{Timeout: time.Second, Transport: &http.Transport{
 		DialContext:       (&net.Dialer{Timeout: time.Second}).DialContext,
-		DisableKeepAlives: true, Proxy: nil,
+		DisableKeepAlives: true, Proxy: nil, TLSClientConfig: tc,
 	}}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -86,6 +86,7 @@ type setup struct {
 	Concurrency int       `json:"concurrency,omitempty"`
 	Rate        float64   `json:"rate,omitempty"`
 	Duration    string    `json:"duration_cap"`
+	TLS         string    `json:"tls,omitempty"` // the started daemon's tls.mode (-tls): off or files; empty with -target
 	CPUs        int       `json:"cpus"`
 	GoVersion   string    `json:"go"`
 	Kernel      string    `json:"kernel"`
@@ -126,6 +127,12 @@ func writeText(w io.Writer, r *report) {
 	}
 	fmt.Fprintf(w, "hipconnect-load: /%s x %d commands, %d installations x %d rooms, %s, cap %s\n",
 		s.Command, s.Commands, s.Installs, s.Rooms, mode, s.Duration)
+	switch s.TLS {
+	case tlsOff:
+		fmt.Fprintln(w, "tls: off (public listener plain HTTP)")
+	case tlsFiles:
+		fmt.Fprintln(w, "tls: files (public listener HTTPS, certificate for 127.0.0.1 from the tool's CA; /readyz plain HTTP on the ops listener)")
+	}
 	fmt.Fprintf(w, "machine: %d CPUs, %s, %s; load average before %s, after %s\n",
 		s.CPUs, s.Kernel, s.GoVersion, s.LoadBefore, s.LoadAfter)
 	for _, p := range []*phase{r.Hipconnect, r.Baseline} {
