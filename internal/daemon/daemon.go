@@ -144,33 +144,14 @@ func commandNames(cfg *config.Config) []string {
 	return names
 }
 
-// appStore is the store as the handlers see it: it also removes what the
-// UI keeps for an installation with the installation, and tells the
-// dispatcher of every change to the outbox, so that no handler can store a
-// job the dispatcher does not hear of.
+// appStore is the store as the handlers see it: deleting an installation
+// also removes what the UI keeps for it and has the dispatcher reread the
+// outbox. (Jobs the store adds reach the dispatcher through
+// store.DB.OnAdded.)
 type appStore struct {
 	*store.DB
 	ui   *ui.UI
 	jobs *delivery.Dispatcher
-}
-
-// Enqueue stores j and hands a new job to the dispatcher.
-func (s appStore) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
-	j, isNew, err := s.DB.Enqueue(ctx, j)
-	if err == nil && isNew {
-		s.jobs.Added(j)
-	}
-	return j, isNew, err
-}
-
-// RetryDead puts a dead letter back into the outbox and hands it to the
-// dispatcher.
-func (s appStore) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
-	j, err := s.DB.RetryDead(ctx, id)
-	if err == nil {
-		s.jobs.Added(j)
-	}
-	return j, err
 }
 
 // DeleteInstallation removes the installation, everything the store keeps
@@ -259,13 +240,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	tokens := hipchat.NewTokens(hc, db, Scopes, time.Minute)
 	runner := command.New(client, cfg.Addon.Name, Commands(cfg))
 	verifier := &hipchat.Verifier{Store: db, Now: o.Now}
-	st := appStore{DB: db}
 	pages := ui.New(ui.Deps{
 		Store: db, KV: db.KV("ui"), Verifier: verifier, Commands: runner, CommandNames: commandNames(cfg),
 		// "Post to room" from the dialog goes through the outbox like
 		// every reply: durable, paced and retried.
 		Post: func(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
-			_, _, err := st.Enqueue(ctx, addon.Job{OAuthID: inst.OAuthID, RoomID: roomID, Reply: &n, Received: o.Now().UTC()})
+			_, _, err := db.Enqueue(ctx, addon.Job{OAuthID: inst.OAuthID, RoomID: roomID, Reply: &n, Received: o.Now().UTC()})
 			return err
 		},
 		PushGlance: func(ctx context.Context, inst addon.Installation, roomID int64, g hipchat.Glance) error {
@@ -275,8 +255,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		},
 		GlanceKey: desc.Capabilities.Glance[0].Key, Logger: log, Now: o.Now,
 	})
-	st.ui = pages
-	st.jobs = delivery.New(delivery.Options{
+	dispatcher := delivery.New(delivery.Options{
 		Store: db,
 		Run: func(ctx context.Context, inst addon.Installation, j addon.Job) (addon.Notification, error) {
 			n, err := pages.RunCommand(ctx, inst, j.RoomID, j.Command, j.Args)
@@ -317,6 +296,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 		Now:        o.Now,
 	})
 
+	// Every job the store commits is told to the dispatcher, in commit
+	// order, before the request that stored it is answered.
+	db.OnAdded(dispatcher.Added)
+	st := appStore{DB: db, ui: pages, jobs: dispatcher}
+
 	public := httpapi.NewServer(httpapi.Deps{
 		BaseURL: base, Descriptor: desc, Store: st, HipChat: hc, Verifier: verifier,
 		UI: pages.Handler(), UIPaths: ui.Paths(),
@@ -351,7 +335,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (err error) {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers)+1)
-	wg.Go(func() { _ = st.jobs.Run(runCtx) })
+	wg.Go(func() { _ = dispatcher.Run(runCtx) })
 	wg.Go(func() { prune(runCtx, db, o.Now, log) })
 	for _, s := range servers {
 		wg.Go(func() {

@@ -113,8 +113,9 @@ func New(o Options) *Dispatcher {
 }
 
 // Added tells the dispatcher that job j (with its ID) was committed to the
-// store. It never blocks. Whoever stores a job must call Added or Wake, or
-// the job waits for the next start.
+// store. Jobs of one room must be told in the order of their IDs (commit
+// order), or they may be delivered out of order. It never blocks. Whoever
+// stores a job must call Added or Wake, or the job waits for the next start.
 func (d *Dispatcher) Added(j addon.Job) {
 	d.mu.Lock()
 	d.added = append(d.added, j)
@@ -123,8 +124,8 @@ func (d *Dispatcher) Added(j addon.Job) {
 }
 
 // Wake tells the dispatcher that the outbox changed in a way it was not
-// told of by Added (jobs removed with their installation, put back from the
-// dead letters): it reads the store again. It never blocks.
+// told of by Added (jobs removed with their installation): it reads the
+// store again. It never blocks.
 func (d *Dispatcher) Wake() {
 	d.mu.Lock()
 	d.reread = true
@@ -200,7 +201,7 @@ type loop struct {
 	ready      []*room         // rooms that may go now, oldest first
 	waiting    waitHeap        // rooms that must wait (retry, pacing), soonest first
 	completing []addon.Job     // delivered, removal not yet handed to the store
-	spare      [][]addon.Job   // emptied slices for added and completing, reused
+	retryAt    time.Time       // after a failed removal: when to try again
 	removing   map[uint64]bool // delivered, removal not yet committed
 	floor      uint64          // the highest job ID any read of the store saw
 	pace       *pacer
@@ -241,30 +242,37 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}()
 	writing := false
 	flush := func() {
-		if !writing && len(l.completing) > 0 {
+		if !writing && len(l.completing) > 0 && !d.o.Now().Before(l.retryAt) {
 			toRemove <- l.completing
-			l.completing, writing = l.reuse(), true
+			l.completing, writing = nil, true
 		}
 	}
 
-	window := max(d.o.RoomLimit.Per, d.o.TokenLimit.Per) // the longest a pacer window matters
+	window := max(d.o.RoomLimit.Per, d.o.TokenLimit.Per, time.Minute) // the longest a pacer window matters
 	forget := time.NewTicker(window)
 	defer forget.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		if next := l.step(work); !next.IsZero() {
+		next := l.step(work)
+		if len(l.completing) > 0 && !l.retryAt.IsZero() && (next.IsZero() || l.retryAt.Before(next)) {
+			next = l.retryAt
+		}
+		if !next.IsZero() {
 			timer.Reset(max(next.Sub(d.o.Now()), time.Millisecond))
 		}
 		flush()
 		select {
 		case <-ctx.Done():
 			l.drain(done, cancelWork)
+			l.retryAt = time.Time{}
 			for writing || len(l.completing) > 0 {
 				flush()
 				c := <-removed
 				writing = false
-				l.removed(c)
+				if !l.removed(c) {
+					break // still stored: sent again at the next start
+				}
 			}
 			close(toRemove)
 			return ctx.Err()
@@ -286,12 +294,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // should be read again, after a failed read).
 func (l *loop) step(ctx context.Context) time.Time {
 	d := l.d
-	spare := l.reuse()
 	d.mu.Lock()
 	added, reread := d.added, d.reread
-	d.added, d.reread = spare, false
+	d.added, d.reread = nil, false
 	d.mu.Unlock()
-	defer l.recycle(added)
 	var again time.Time
 	if reread {
 		if err := l.read(ctx); err != nil {
@@ -459,7 +465,7 @@ func (l *loop) finish(res result) {
 		r.retryID, r.retryAt = j.ID, l.d.o.Now().Add(res.wait)
 		for i := range r.jobs {
 			if r.jobs[i].ID == j.ID { // the next attempt counts this one
-				r.jobs[i].Attempts++
+				r.jobs[i].Attempts = j.Attempts + 1
 			}
 		}
 	default:
@@ -472,35 +478,21 @@ func (l *loop) finish(res result) {
 	l.makeReady(r)
 }
 
-// reuse returns an empty slice of jobs, one used before if there is one.
-func (l *loop) reuse() []addon.Job {
-	if n := len(l.spare); n > 0 {
-		s := l.spare[n-1]
-		l.spare = l.spare[:n-1]
-		return s
+// removed takes the end of a removal from the store and reports whether
+// it succeeded. The jobs of a failed one are delivered but still stored:
+// they are not queued again, their removal is tried again a second later
+// (they are sent again only if the process stops before it succeeds).
+func (l *loop) removed(c committed) bool {
+	if c.err != nil {
+		l.d.o.Logger.Error("delivery: remove delivered jobs; trying again", slog.Int("jobs", len(c.jobs)), slog.Any("err", c.err))
+		l.completing = append(c.jobs, l.completing...)
+		l.retryAt = l.d.o.Now().Add(time.Second)
+		return false
 	}
-	return nil
-}
-
-// recycle keeps jobs' backing array for reuse.
-func (l *loop) recycle(jobs []addon.Job) {
-	if cap(jobs) > 0 && len(l.spare) < 4 {
-		clear(jobs)
-		l.spare = append(l.spare, jobs[:0])
-	}
-}
-
-// removed takes the end of a removal from the store. A failed one leaves
-// the jobs stored: they are read again and delivered again (at least once).
-func (l *loop) removed(c committed) {
-	defer l.recycle(c.jobs)
 	for _, j := range c.jobs {
 		delete(l.removing, j.ID)
 	}
-	if c.err != nil {
-		l.d.o.Logger.Error("delivery: remove delivered jobs; they will be sent again", slog.Int("jobs", len(c.jobs)), slog.Any("err", c.err))
-		l.d.Wake()
-	}
+	return true
 }
 
 // drain waits for in-flight deliveries, cancelling them after Grace.

@@ -344,20 +344,64 @@ func (f *failingRemoval) CompleteAll(ctx context.Context, jobs []addon.Job) erro
 	return f.DB.CompleteAll(ctx, jobs)
 }
 
-// TestFailedRemovalDeliversAgain: a delivered job whose removal could not
-// be stored is still in the outbox, so it is read again and sent again
-// (at least once), then removed.
-func TestFailedRemovalDeliversAgain(t *testing.T) {
+// TestFailedRemovalIsRetried: a delivered job whose removal could not be
+// stored is not sent again; its removal is tried again.
+func TestFailedRemovalIsRetried(t *testing.T) {
 	db := &failingRemoval{DB: openStore(t, "a")}
-	enqueue(t, db.DB, "a", 1, "once")
+	enqueue(t, db.DB, "a", 1, "once", "twice")
 	rec := newRecorder(2)
 	stop := start(t, Options{Store: db, Run: echo, Send: rec.send})
 	waitFor(t, rec.done)
+	time.Sleep(50 * time.Millisecond) // room for a duplicate to show
 	stop()
-	if got := rec.got[1]; !slices.Equal(got, []string{"once", "once"}) {
-		t.Errorf("room got %v, want the reply twice", got)
+	if got := rec.got[1]; !slices.Equal(got, []string{"once", "twice"}) {
+		t.Errorf("room got %v, want each reply once, in order", got)
+	}
+	if !db.failed.Load() {
+		t.Error("no removal failed")
 	}
 	if left, _ := db.Pending(context.Background(), 0); len(left) != 0 {
-		t.Errorf("%d jobs left", len(left))
+		t.Errorf("%d jobs left after the removal was tried again", len(left))
+	}
+}
+
+// TestConcurrentJobsOfARoomInOrder: jobs of one room stored at the same
+// time (one commit) and told through store.OnAdded go out in ID order.
+func TestConcurrentJobsOfARoomInOrder(t *testing.T) {
+	db := openStore(t, "a")
+	const rooms = 100
+	rec := newRecorder(2 * rooms)
+	d := New(Options{Store: db, Run: echo, Send: rec.send, Workers: 16})
+	db.OnAdded(d.Added)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	ids := make(map[string]uint64)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for room := range rooms {
+		for k := range 2 {
+			wg.Go(func() {
+				msg := fmt.Sprint(room, "-", k)
+				j, _, err := db.Enqueue(context.Background(), addon.Job{OAuthID: "a", RoomID: int64(room + 1), MessageID: msg, Args: msg})
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				ids[msg] = j.ID
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	waitFor(t, rec.done)
+	cancel()
+	<-done
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for room, got := range rec.got {
+		if len(got) != 2 || ids[got[0]] > ids[got[1]] {
+			t.Errorf("room %d got %v (ids %d, %d), want ID order", room, got, ids[got[0]], ids[got[1]])
+		}
 	}
 }

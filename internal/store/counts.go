@@ -57,6 +57,16 @@ func (c *outboxCounts) removed(n map[string]int) {
 	}
 }
 
+// none reports whether oauthID has no job, stored or on its way. Called in
+// a write transaction, it is exact: a job committed before is counted (its
+// slot stays reserved until it counts as pending), and a write that reserves
+// a slot after it can only commit after that transaction.
+func (c *outboxCounts) none(oauthID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.committed[oauthID] == 0 && c.reserved[oauthID] == 0
+}
+
 // pending returns the committed counts.
 func (c *outboxCounts) pending() map[string]int {
 	c.mu.Lock()

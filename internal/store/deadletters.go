@@ -23,7 +23,7 @@ const MaxReasonBytes = 2048
 // Enqueue, since it is on the delivery path.
 func (d *DB) RecordAttempt(ctx context.Context, id uint64, reason string) error {
 	reason = cutReason(reason)
-	// Batch may run this more than once, each time in a fresh transaction:
+	// A batched write may run more than once, each time in a fresh transaction:
 	// the increment is never applied twice.
 	return d.batchJob(ctx, "record attempt", id, func(tx *bolt.Tx, k, v []byte) error {
 		var j addon.Job
@@ -91,8 +91,7 @@ func (d *DB) DeadLetters(ctx context.Context) ([]addon.DeadLetter, error) {
 // history), Received unchanged. A later duplicate delivery of its message
 // answers with the new job. It returns the new job; NotFound if there is no
 // such dead letter or its installation no longer exists; Unavailable if the
-// installation's outbox is full (see Options.MaxPendingPerInstallation). An
-// operator's action: not batched.
+// installation's outbox is full (see Options.MaxPendingPerInstallation).
 func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 	// The installation is known only once the dead letter is read: read it
 	// first, to reserve its slot before the write that adds the job.
@@ -113,8 +112,14 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 		return addon.Job{}, err
 	}
 	slot, pending := d.counts.reserve(owner, d.maxPending)
+	if slot {
+		defer func() { d.counts.release(owner, err == nil) }()
+	}
 	var out addon.Job
-	err = d.update(ctx, "retry dead letter", func(tx *bolt.Tx) error {
+	// Batched, so that the new job is told (OnAdded) in commit order with
+	// the others.
+	err = d.batch(ctx, "retry dead letter", func(tx *bolt.Tx) error {
+		out = addon.Job{}
 		dead := bucket(tx, bucketDead)
 		k := u64(id)
 		v := dead.Get(k)
@@ -140,6 +145,7 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 		if err := dead.Delete(k); err != nil {
 			return err
 		}
+		d.tellAdded(tx, j)
 		if j.MessageID != "" {
 			if err := repointSeen(tx, seenKey(j.MessageDate, j.OAuthID, j.MessageID), id, j.ID); err != nil {
 				return err
@@ -148,9 +154,6 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 		out = j
 		return nil
 	})
-	if slot {
-		d.counts.release(owner, err == nil)
-	}
 	if err != nil {
 		return addon.Job{}, err
 	}

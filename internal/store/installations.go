@@ -116,7 +116,9 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 		}
 
 		var err error
-		if jobs, err = removeInstallationJobs(tx, oauthID); err != nil {
+		if d.counts.none(oauthID) {
+			jobs = 0 // no need to read the outbox
+		} else if jobs, err = removeInstallationJobs(tx, oauthID); err != nil {
 			return err
 		}
 

@@ -85,7 +85,7 @@ func lookupSeen(seen *bolt.Bucket, sk []byte) (key, value []byte) {
 // new job for an installation that already has that many pending jobs is
 // refused with an Unavailable error and nothing is stored; a duplicate is
 // still answered (not new, no error). Enqueue is durable when it returns nil:
-// concurrent calls share one transaction and one fsync (bolt's Batch), which
+// concurrent calls share one transaction and one fsync (see groupCommit), which
 // costs a single caller up to Options.BatchDelay of latency.
 func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
 	if err := checkOAuthID(j.OAuthID); err != nil {
@@ -100,15 +100,18 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		sk = seenKey(j.MessageDate, j.OAuthID, j.MessageID)
 	}
 	slot, pending := d.counts.reserve(j.OAuthID, d.maxPending)
-
 	var (
 		out       addon.Job
 		isNew     bool
 		noInstall bool
 		full      bool
+		err       error
 	)
-	err := d.batch(ctx, "enqueue", func(tx *bolt.Tx) error {
-		// Batch may run this more than once: start from scratch each time.
+	if slot {
+		defer func() { d.counts.release(j.OAuthID, err == nil && isNew) }()
+	}
+	err = d.batch(ctx, "enqueue", func(tx *bolt.Tx) error {
+		// A batched write may run more than once: start from scratch each time.
 		out, isNew, noInstall, full = addon.Job{}, false, false, false
 
 		if bucket(tx, bucketInstallations).Get([]byte(j.OAuthID)) == nil {
@@ -142,6 +145,7 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		if err != nil {
 			return err
 		}
+		d.tellAdded(tx, nj)
 		if sk != nil {
 			if err := seen.Put(sk, seenValue(nj.ID, now)); err != nil {
 				return err
@@ -150,9 +154,6 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 		out, isNew = nj, true
 		return nil
 	})
-	if slot {
-		d.counts.release(j.OAuthID, err == nil && isNew)
-	}
 	switch {
 	case err != nil:
 		return addon.Job{}, false, err

@@ -350,7 +350,7 @@ func TestSeenByDate(t *testing.T) {
 }
 
 // BenchmarkEnqueue enqueues distinct jobs from many goroutines, as concurrent
-// webhook deliveries do; bolt's Batch folds them into few commits (fsyncs).
+// webhook deliveries do; the group commit folds them into few commits (fsyncs).
 // jobs/commit reports the coalescing.
 func BenchmarkEnqueue(b *testing.B) {
 	ctx := context.Background()
@@ -399,7 +399,7 @@ func BenchmarkEnqueueSerial(b *testing.B) {
 }
 
 // TestCompleteAll removes the jobs still pending in one write, skips the
-// ones already gone, and keeps the room index and the counters right
+// ones already gone, and keeps the pending counts right
 // (openPath's cleanup runs Check).
 func TestCompleteAll(t *testing.T) {
 	ctx := context.Background()

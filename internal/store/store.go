@@ -40,6 +40,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
@@ -122,9 +123,10 @@ type DB struct {
 	maxPending int
 	warnings   []string
 	certs      *certStorage
-	writes     *groupCommit // shared write transactions (batch)
-	counts     outboxCounts // pending jobs by installation
-	lookups    lookupCache  // installations and tokens decoded, until written
+	writes     *groupCommit                    // shared write transactions (batch)
+	added      atomic.Pointer[func(addon.Job)] // see OnAdded
+	counts     outboxCounts                    // pending jobs by installation
+	lookups    lookupCache                     // installations and tokens decoded, until written
 }
 
 var _ addon.Store = (*DB)(nil)
@@ -366,6 +368,20 @@ func schemaVersion(tx *bolt.Tx) (uint64, error) {
 		return 0, fmt.Errorf("malformed schema version (%d bytes)", len(raw))
 	}
 	return binary.BigEndian.Uint64(raw), nil
+}
+
+// OnAdded makes the store call fn with every job it adds to the outbox
+// (Enqueue, RetryDead) once the job is committed, before the call that
+// added it returns, and in commit order: the order of the job IDs. fn must
+// be quick and must not call the store. Jobs added before OnAdded are not
+// told: read them with Pending.
+func (d *DB) OnAdded(fn func(addon.Job)) { d.added.Store(&fn) }
+
+// tellAdded registers, on tx, the call of the OnAdded function with j.
+func (d *DB) tellAdded(tx *bolt.Tx, j addon.Job) {
+	if fn := d.added.Load(); fn != nil {
+		tx.OnCommit(func() { (*fn)(j) })
+	}
 }
 
 // Path returns the file the store was opened from.
