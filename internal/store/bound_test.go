@@ -381,3 +381,58 @@ func legacySeen(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// TestMigrateSchema2: the counters and the room index of schema 2 are
+// dropped, the jobs counted, and the seen message ids still recognised.
+func TestMigrateSchema2(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hipconnect.db")
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutInstallation(ctx, inst("a")); err != nil {
+		t.Fatal(err)
+	}
+	enqueueN(t, d, "a", "m", 2)
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"pending_counts", "room_queue"} {
+			b, err := tx.CreateBucket([]byte(name))
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte("a"), u64(2)); err != nil {
+				return err
+			}
+		}
+		if err := legacySeen(tx); err != nil {
+			return err
+		}
+		return bucket(tx, bucketMeta).Put([]byte(keySchemaVersion), u64(2))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	d = openPath(t, path, Options{MaxPendingPerInstallation: 3})
+	if w := d.Warnings(); len(w) != 1 || !strings.Contains(w[0], "2 seen message ids rekeyed") {
+		t.Errorf("Warnings = %q", w)
+	}
+	_ = d.db.View(func(tx *bolt.Tx) error {
+		for _, name := range []string{"pending_counts", "room_queue"} {
+			if tx.Bucket([]byte(name)) != nil {
+				t.Errorf("bucket %s left after the migration", name)
+			}
+		}
+		return nil
+	})
+	if got := pendingFor(t, d, "a"); got != 2 {
+		t.Errorf("pending count of a = %d, want 2", got)
+	}
+	if _, isNew, err := d.Enqueue(ctx, addon.Job{OAuthID: "a", MessageID: "m1", MessageDate: time.Now()}); err != nil || isNew {
+		t.Errorf("a message seen before the migration: new = %v, err = %v", isNew, err)
+	}
+}
