@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hipconnect/hipconnect/internal/httperr"
 )
 
 // Paths of the fake HipChat (PROTOCOL.md sections 2, 4 and 7).
@@ -145,18 +147,18 @@ func (f *fakeHipChat) token(w http.ResponseWriter, r *http.Request) {
 	f.mu.RUnlock()
 	if !ok || !known || subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
 		f.refused.Add(1)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "Client authentication failed"})
+		httperr.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "Client authentication failed"})
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
 		f.refused.Add(1)
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		httperr.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "client_credentials" {
 		f.refused.Add(1)
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
+		httperr.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
 		return
 	}
 	scope := r.PostForm.Get("scope")
@@ -165,7 +167,7 @@ func (f *fakeHipChat) token(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := f.mint(id)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": 3599, "group_id": 1,
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": 3599, "group_id": 1,
 		"group_name": "hipconnect-load", "scope": scope, "token_type": "bearer"})
 }
 
@@ -178,7 +180,7 @@ func (f *fakeHipChat) authorized(w http.ResponseWriter, r *http.Request) bool {
 	f.mu.RUnlock()
 	if !strings.EqualFold(scheme, "Bearer") || !ok {
 		f.refused.Add(1)
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"code": 401, "message": "Invalid OAuth session", "type": "Unauthorized"}})
+		httperr.WriteJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"code": 401, "message": "Invalid OAuth session", "type": "Unauthorized"}})
 		return false
 	}
 	return true
@@ -198,12 +200,12 @@ func (f *fakeHipChat) notification(w http.ResponseWriter, r *http.Request) {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" ||
 		json.NewDecoder(r.Body).Decode(&body) != nil || body.Message == "" || len(body.Message) > 40000 {
 		f.refused.Add(1)
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{"code": 400, "message": "bad notification", "type": "Bad Request"}})
+		httperr.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{"code": 400, "message": "bad notification", "type": "Bad Request"}})
 		return
 	}
 	if _, err := strconv.ParseInt(r.PathValue("id"), 10, 64); err != nil {
 		f.refused.Add(1)
-		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"code": 404, "message": "Room not found", "type": "Not Found"}})
+		httperr.WriteJSON(w, http.StatusNotFound, map[string]any{"error": map[string]any{"code": 404, "message": "Room not found", "type": "Not Found"}})
 		return
 	}
 	f.notifications.Add(1)
@@ -246,7 +248,7 @@ func startFakeSearch(addr string, cert tls.Certificate) (*fakeSearch, error) {
 			hits[i] = map[string]string{"title": fmt.Sprintf("Article %d about %s", i+1, tag),
 				"url": fmt.Sprintf("https://blog.example/%s/%d", tag, i+1)}
 		}
-		writeJSON(w, http.StatusOK, hits)
+		httperr.WriteJSON(w, http.StatusOK, hits)
 	})
 	s.srv = serveTLS(ln, mux, cert)
 	return s, nil
@@ -256,17 +258,6 @@ func startFakeSearch(addr string, cert tls.Certificate) (*fakeSearch, error) {
 func (s *fakeSearch) searchURL() string { return s.url + pathSearch + "?tag={term}" }
 
 func (s *fakeSearch) close() { _ = s.srv.Close() }
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(b)
-}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

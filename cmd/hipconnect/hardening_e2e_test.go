@@ -257,25 +257,7 @@ func TestOutboundOnlyWhatIsAllowed(t *testing.T) {
 	// by internal/outbound's tests (the transport has no proxy function).
 	allowed := hipchattest.New(t, hipchattest.Options{Addr: "127.0.0.2:0"})
 
-	const yaml = `
-server:
-  base_url: http://{{listen}}
-  listen: {{listen}}
-  ops_listen: {{ops}}
-  shutdown_grace: 2s
-tls:
-  mode: "off"
-storage:
-  path: {{dir}}/hipconnect.db
-hipchat:
-  allowed_hosts: ["127.0.0.2"]
-  ca_file: {{dir}}/hipchat-ca.pem
-log:
-  level: debug
-commands:
-  - name: echo
-    kind: echo
-`
+	yaml := fmt.Sprintf(e2eConfig, "http://127.0.0.4:9") // no blog: only /echo is used
 	var env []string
 	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"} {
 		env = append(env, k+"="+proxyURL)

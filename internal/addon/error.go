@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Error kinds. They map to HTTP statuses in exactly one place (httpapi).
+// Error kinds. They map to HTTP statuses in exactly one place (httperr).
 const (
 	Invalid      = "invalid"      // malformed input
 	NotFound     = "not_found"    // no such installation, token or job

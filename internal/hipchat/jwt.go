@@ -96,72 +96,11 @@ type Claims struct {
 	ID        string    // jti
 }
 
-// wireClaims is a HipChat JWT's payload. It is jwt.RegisteredClaims
-// flattened (same keys, same order) plus HipChat's own claims, with the
-// dates held by value so that decoding a token allocates less; it
-// implements jwt.Claims itself.
+// wireClaims is a HipChat JWT's payload.
 type wireClaims struct {
-	Issuer    string           `json:"iss,omitempty"`
-	Subject   string           `json:"sub,omitempty"`
-	Audience  jwt.ClaimStrings `json:"aud,omitempty"`
-	ExpiresAt numericDate      `json:"exp,omitzero"`
-	NotBefore numericDate      `json:"nbf,omitzero"`
-	IssuedAt  numericDate      `json:"iat,omitzero"`
-	ID        string           `json:"jti,omitempty"`
-	Prn       string           `json:"prn,omitempty"`
-	Context   *wireContext     `json:"context,omitempty"`
-}
-
-func (c *wireClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.get(), nil }
-func (c *wireClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.get(), nil }
-func (c *wireClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.get(), nil }
-func (c *wireClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
-func (c *wireClaims) GetSubject() (string, error)                  { return c.Subject, nil }
-func (c *wireClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
-
-// numericDate is a JWT NumericDate claim (exp, nbf, iat) held by value. It
-// reads and writes the JSON a *jwt.NumericDate field does, null and an
-// absent key both leaving it unset.
-type numericDate struct {
-	date jwt.NumericDate
-	set  bool
-}
-
-// newNumericDate is t as a claim, truncated to jwt.TimePrecision.
-func newNumericDate(t time.Time) numericDate {
-	return numericDate{date: *jwt.NewNumericDate(t), set: true}
-}
-
-// get is the claim as jwt.RegisteredClaims holds it: nil when unset.
-func (d *numericDate) get() *jwt.NumericDate {
-	if !d.set {
-		return nil
-	}
-	return &d.date
-}
-
-// IsZero reports whether the claim is unset, for omitzero.
-func (d numericDate) IsZero() bool { return !d.set }
-
-func (d numericDate) MarshalJSON() ([]byte, error) { return d.date.MarshalJSON() }
-
-// UnmarshalJSON reads whole seconds itself and leaves every other form to
-// jwt.NumericDate: within ±2^53 the float64 the library parses is exact,
-// so both give the same time.
-func (d *numericDate) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		*d = numericDate{} // as json sets a *jwt.NumericDate to nil
-		return nil
-	}
-	if n, err := strconv.ParseInt(string(b), 10, 64); err == nil && -1<<53 < n && n < 1<<53 {
-		*d = newNumericDate(time.Unix(n, 0))
-		return nil
-	}
-	if err := d.date.UnmarshalJSON(b); err != nil {
-		return err
-	}
-	d.set = true
-	return nil
+	jwt.RegisteredClaims
+	Prn     string       `json:"prn,omitempty"`
+	Context *wireContext `json:"context,omitempty"`
 }
 
 type wireContext struct {
@@ -336,13 +275,13 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		return fail(jwtReason(err), err)
 	}
 
-	exp := wc.ExpiresAt.date.Time
+	exp := wc.ExpiresAt.Time
 	if exp.Sub(set.now()) > set.maxAge+set.leeway {
 		return fail("token expires too far in the future", nil)
 	}
 	var iat time.Time
-	if wc.IssuedAt.set {
-		iat = wc.IssuedAt.date.Time
+	if wc.IssuedAt != nil {
+		iat = wc.IssuedAt.Time
 		if exp.Sub(iat) > set.maxAge {
 			return fail("token lifetime too long", nil)
 		}
@@ -409,12 +348,16 @@ func SignJWT(oauthID, secret string, claims Claims) (string, error) {
 	if claims.RoomID < 0 {
 		return "", opError(op, addon.Errorf(addon.Invalid, "negative room id"))
 	}
-	wc := wireClaims{Issuer: oauthID, Subject: claims.Subject, ID: claims.ID}
+	wc := wireClaims{RegisteredClaims: jwt.RegisteredClaims{
+		Issuer:  oauthID,
+		Subject: claims.Subject,
+		ID:      claims.ID,
+	}}
 	if !claims.IssuedAt.IsZero() {
-		wc.IssuedAt = newNumericDate(claims.IssuedAt)
+		wc.IssuedAt = jwt.NewNumericDate(claims.IssuedAt)
 	}
 	if !claims.ExpiresAt.IsZero() {
-		wc.ExpiresAt = newNumericDate(claims.ExpiresAt)
+		wc.ExpiresAt = jwt.NewNumericDate(claims.ExpiresAt)
 	}
 	if claims.RoomID != 0 || claims.UserTZ != "" {
 		wc.Context = &wireContext{RoomID: roomID(claims.RoomID), UserTZ: claims.UserTZ}

@@ -298,7 +298,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
 	name := r.PathValue("command")
 	var p webhookPayload
-	err := s.decodeBody(r, &p)
+	err := decodeJSON(r, &p)
 	switch {
 	case err != nil:
 	case p.Event != "room_message":
@@ -316,7 +316,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		code, _ := httperr.Status(err)
-		s.webhookResults.Get(strings.ToLower(http.StatusText(code))).Inc()
+		s.Metrics.Webhooks.WithLabelValues(strings.ToLower(http.StatusText(code))).Inc()
 		s.fail(w, r, err)
 		return
 	}
@@ -327,14 +327,14 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	job := addon.Job{OAuthID: a.inst.OAuthID, RoomID: p.Item.Room.ID, MessageID: p.Item.Message.ID, MessageDate: date.UTC(),
 		Command: cmd, Args: args, From: p.Item.Message.From.Name, Received: s.Now().UTC()}
 	if _, isNew, err := s.Store.Enqueue(r.Context(), job); err != nil {
-		s.webhookResults.Get("error").Inc()
+		s.Metrics.Webhooks.WithLabelValues("error").Inc()
 		s.fail(w, r, &httperr.Error{Code: http.StatusServiceUnavailable, Msg: "could not store the command", Err: err})
 		return
 	} else if !isNew {
-		s.webhookResults.Get("duplicate").Inc()
+		s.Metrics.Webhooks.WithLabelValues("duplicate").Inc()
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	s.webhookResults.Get("accepted").Inc()
+	s.Metrics.Webhooks.WithLabelValues("accepted").Inc()
 	w.WriteHeader(http.StatusNoContent)
 }

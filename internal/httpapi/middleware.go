@@ -8,11 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/httperr"
-	"github.com/hipconnect/hipconnect/internal/metrics"
 )
 
 // secure applies to every public request: only the base URL's host is
@@ -20,16 +17,12 @@ import (
 func (s *server) secure(next http.Handler) http.Handler {
 	host := strings.ToLower(s.BaseURL.Hostname())
 	port := s.BaseURL.Port()
-	hsts := s.BaseURL.Scheme == "https"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		SecurityHeaders(h)
-		// As h.Set would, with one allocation for both values; each slice
-		// is capped at its value, so an Add to one copies it.
-		v := []string{"no-store", "max-age=31536000"}
-		h["Cache-Control"] = v[0:1:1]
-		if hsts {
-			h["Strict-Transport-Security"] = v[1:2:2]
+		h.Set("Cache-Control", "no-store")
+		if s.BaseURL.Scheme == "https" {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
 		if !hostMatches(r.Host, host, port) {
 			s.fail(w, r, httperr.Errorf(http.StatusMisdirectedRequest, "unknown host %q", truncate(r.Host, 100)))
@@ -43,24 +36,17 @@ func (s *server) secure(next http.Handler) http.Handler {
 // SecurityHeaders sets the headers every response of the daemon's public
 // listeners carries, whatever its handler (the redirect listener's too).
 func SecurityHeaders(h http.Header) {
-	// As h.Set would (the keys are canonical), with one allocation for the
-	// three values; each slice is capped at its value, so an Add to one
-	// copies it.
-	v := []string{"nosniff", "no-referrer", "default-src 'none'; frame-ancestors 'none'"}
-	h["X-Content-Type-Options"] = v[0:1:1]
-	h["Referrer-Policy"] = v[1:2:2]
-	h["Content-Security-Policy"] = v[2:3:3]
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 }
 
 // hostMatches reports whether a Host header names the base URL's host (with
 // its port, or without one when the base URL has none).
 func hostMatches(hostHeader, host, port string) bool {
-	h, p := hostHeader, ""
-	if strings.Contains(hostHeader, ":") { // else SplitHostPort fails, allocating its error
-		var err error
-		if h, p, err = net.SplitHostPort(hostHeader); err != nil {
-			h, p = hostHeader, ""
-		}
+	h, p, err := net.SplitHostPort(hostHeader)
+	if err != nil {
+		h, p = hostHeader, ""
 	}
 	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
 	return h == host && (p == port || p == "")
@@ -89,9 +75,6 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // instrument times a route, logs it at debug level (path only: query
 // strings may carry a signed_request) and recovers from panics.
 func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
-	durations := metrics.NewChildren(func(code int) prometheus.Observer {
-		return s.Metrics.HTTPDuration.WithLabelValues(route, strconv.Itoa(code))
-	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -106,7 +89,7 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
 			if code == 0 {
 				code = http.StatusOK
 			}
-			durations.Get(code).Observe(time.Since(start).Seconds())
+			s.Metrics.HTTPDuration.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 			if ctx := r.Context(); s.Logger.Enabled(ctx, slog.LevelDebug) {
 				s.Logger.LogAttrs(ctx, slog.LevelDebug, "request",
 					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", code),

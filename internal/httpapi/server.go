@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/command"
 	"github.com/hipconnect/hipconnect/internal/descriptor"
@@ -44,8 +42,7 @@ type server struct {
 	Deps
 	descriptorJSON []byte
 	scopes         []string
-	outboundSlots  chan struct{}                                 // see limited
-	webhookResults *metrics.Children[string, prometheus.Counter] // Metrics.Webhooks by result
+	outboundSlots  chan struct{} // see limited
 }
 
 // NewServer returns the public handler.
@@ -58,9 +55,6 @@ func NewServer(d Deps) http.Handler {
 		descriptorJSON: d.Descriptor.JSON(),
 		scopes:         d.Descriptor.Capabilities.HipchatAPIConsumer.Scopes,
 		outboundSlots:  make(chan struct{}, maxOutboundRequests),
-		webhookResults: metrics.NewChildren(func(result string) prometheus.Counter {
-			return d.Metrics.Webhooks.WithLabelValues(result)
-		}),
 	}
 	return s.routes()
 }

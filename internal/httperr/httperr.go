@@ -5,14 +5,11 @@
 package httperr
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 )
@@ -82,49 +79,6 @@ func DecodeJSON(dec *json.Decoder, v any) error {
 	}
 	return nil
 }
-
-// preread bounds the buffer DecodeBody allocates ahead of the data.
-const preread = 64 << 10
-
-// DecodeBody reads one JSON value from body into v with the same result
-// and error as DecodeJSON(json.NewDecoder(body), v), but at less cost when
-// size, the body's length, is known: the body is then read whole and
-// decoded in one go, and only a body that fails so is decoded again as a
-// stream, for the same error. size must be -1 (unknown) when the body may
-// run into a cap (http.MaxBytesReader) before its end: reading it whole
-// could hit the cap, which makes net/http close the connection, where the
-// stream stops before at a syntax error. A body shorter or longer than
-// size is read all the same. When it fails, v may have been decoded into
-// twice, so it must be a value whose decoding does not accumulate (no
-// UnmarshalJSON appending to what is there).
-func DecodeBody(body io.Reader, size int64, v any) error {
-	if size < 0 {
-		return DecodeJSON(json.NewDecoder(body), v)
-	}
-	buf := make([]byte, 0, min(size, preread)+1) // +1: room to see the end without growing
-	var err error
-	for err == nil {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, 512)
-		}
-		var n int
-		n, err = body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-	}
-	if err == io.EOF && json.Unmarshal(buf, v) == nil {
-		return nil // what a stream decodes too, with nothing but space after
-	}
-	var stream io.Reader = bytes.NewReader(buf)
-	if err != io.EOF {
-		stream = io.MultiReader(stream, errReader{err})
-	}
-	return DecodeJSON(json.NewDecoder(stream), v)
-}
-
-// errReader fails every read with its error.
-type errReader struct{ err error }
-
-func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
 // WriteJSON answers with code and v as JSON.
 func WriteJSON(w http.ResponseWriter, code int, v any) {

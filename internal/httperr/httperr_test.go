@@ -1,15 +1,10 @@
 package httperr
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"reflect"
-	"strings"
 	"testing"
-	"testing/iotest"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 )
@@ -40,67 +35,5 @@ func TestStatus(t *testing.T) {
 				t.Errorf("Status = %d %q, want %d %q", code, msg, tt.code, tt.clientIs)
 			}
 		})
-	}
-}
-
-// TestDecodeBody checks that DecodeBody ends as DecodeJSON on a stream does
-// (the value, the error and its status and message), whatever the body,
-// the size given and how the reader hands its bytes over.
-func TestDecodeBody(t *testing.T) {
-	type payload struct {
-		Event string `json:"event"`
-		Item  struct {
-			ID   int64    `json:"id"`
-			Tags []string `json:"tags"`
-		} `json:"item"`
-	}
-	valid := `{"event":"room_message","item":{"id":7,"tags":["a","b"]},"other":[1,{"x":null}]}`
-	bodies := []string{
-		valid, " \n" + valid + "\n ", valid + " x", valid + valid, valid + "]", valid + " }",
-		"", " ", "{", valid[:40], `{"event":}`, `{"event":5}`, `{"item":{"id":"7"},"event":"e"}`,
-		`[1,2]`, `null`, `"s"`, `12`, `{"event":"\ud800"}`, "\xef\xbb\xbf" + valid, valid + strings.Repeat(" ", 600) + "x",
-	}
-	errBroken := errors.New("connection reset")
-	readers := map[string]func(string) io.Reader{
-		"whole":    func(s string) io.Reader { return strings.NewReader(s) },
-		"one byte": func(s string) io.Reader { return iotest.OneByteReader(strings.NewReader(s)) },
-		"data with EOF": func(s string) io.Reader {
-			return iotest.DataErrReader(strings.NewReader(s))
-		},
-		"cut short": func(s string) io.Reader {
-			return io.MultiReader(strings.NewReader(s[:len(s)/2]), iotest.ErrReader(errBroken))
-		},
-		"broken after the body": func(s string) io.Reader {
-			return io.MultiReader(strings.NewReader(s), iotest.ErrReader(errBroken))
-		},
-		"capped at 100": func(s string) io.Reader { return http.MaxBytesReader(nil, io.NopCloser(strings.NewReader(s)), 100) },
-		"capped at len": func(s string) io.Reader {
-			return http.MaxBytesReader(nil, io.NopCloser(strings.NewReader(s)), int64(len(s)))
-		},
-	}
-	for _, body := range bodies {
-		for name, reader := range readers {
-			for _, size := range []int64{-1, 0, int64(len(body)) / 2, int64(len(body)), int64(len(body)) + 10, 1 << 20} {
-				var want, got payload
-				wantErr := DecodeJSON(json.NewDecoder(reader(body)), &want)
-				gotErr := DecodeBody(reader(body), size, &got)
-				desc := fmt.Sprintf("body %.30q, %s, size %d", body, name, size)
-				if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
-					t.Errorf("%s: err = %v, want %v", desc, gotErr, wantErr)
-					continue
-				}
-				if wantErr != nil {
-					gotCode, gotMsg := Status(gotErr)
-					wantCode, wantMsg := Status(wantErr)
-					if gotCode != wantCode || gotMsg != wantMsg {
-						t.Errorf("%s: status = %d %q, want %d %q", desc, gotCode, gotMsg, wantCode, wantMsg)
-					}
-					continue
-				}
-				if !reflect.DeepEqual(got, want) {
-					t.Errorf("%s: decoded %+v, want %+v", desc, got, want)
-				}
-			}
-		}
 	}
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -66,41 +63,5 @@ func TestBuildInfo(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.ReloadOK); got != 1 {
 		t.Errorf("reload successful at start = %v, want 1", got)
-	}
-}
-
-func TestChildren(t *testing.T) {
-	m := New("1.2.3", nil)
-	var resolved atomic.Int64
-	results := NewChildren(func(result string) prometheus.Counter {
-		resolved.Add(1)
-		return m.Webhooks.WithLabelValues(result)
-	})
-	if n, err := testutil.GatherAndCount(m.Registry, "hipconnect_webhooks_total"); err != nil || n != 0 {
-		t.Fatalf("%d series before any use (%v), want none", n, err)
-	}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range 100 {
-				results.Get("accepted").Inc()
-				results.Get("duplicate").Inc()
-			}
-		})
-	}
-	wg.Wait()
-	results.Get("bad request").Inc()
-	want := `
-# HELP hipconnect_webhooks_total Webhook deliveries from HipChat by result.
-# TYPE hipconnect_webhooks_total counter
-hipconnect_webhooks_total{result="accepted"} 800
-hipconnect_webhooks_total{result="bad request"} 1
-hipconnect_webhooks_total{result="duplicate"} 800
-`
-	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "hipconnect_webhooks_total"); err != nil {
-		t.Error(err)
-	}
-	if n := resolved.Load(); n != 3 {
-		t.Errorf("resolved %d times, want once per key (3)", n)
 	}
 }

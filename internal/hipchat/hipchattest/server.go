@@ -47,6 +47,7 @@ import (
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
+	"github.com/hipconnect/hipconnect/internal/httperr"
 )
 
 // Paths the fake serves. API calls are under PathRoom and PathGlance.
@@ -662,7 +663,7 @@ func (s *Server) handleCapabilities(w http.ResponseWriter, r *http.Request) {
 	if edit != nil {
 		edit(&doc)
 	}
-	writeJSON(w, http.StatusOK, doc)
+	httperr.WriteJSON(w, http.StatusOK, doc)
 }
 
 // handleToken is the client credentials grant of PROTOCOL.md section 4.
@@ -709,7 +710,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	s.tokens[tok] = grant{oauthID: id, scopes: scopes, expiresAt: s.now().Add(time.Duration(expiresIn) * time.Second)}
 	s.mu.Unlock()
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{
 		"access_token": tok,
 		"expires_in":   expiresIn,
 		"group_id":     s.groupID,
@@ -945,7 +946,7 @@ func (s *Server) handleInstallable(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, "Installable not found")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{
 		"oauthId":         id,
 		"capabilitiesUrl": s.CapabilitiesURL(),
 		"groupId":         s.groupID,
@@ -1135,27 +1136,16 @@ func Times(n int, f Fault) Fault {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(b)
-}
-
 // writeAPIError writes the error body of PROTOCOL.md section 9.
 func writeAPIError(w http.ResponseWriter, code int, message string) {
-	writeJSON(w, code, map[string]any{"error": map[string]any{
+	httperr.WriteJSON(w, code, map[string]any{"error": map[string]any{
 		"code": code, "message": message, "type": http.StatusText(code),
 	}})
 }
 
 // writeOAuthError writes the token endpoint's error body (section 4).
 func writeOAuthError(w http.ResponseWriter, code int, kind, description string) {
-	writeJSON(w, code, map[string]string{"error": kind, "error_description": description})
+	httperr.WriteJSON(w, code, map[string]string{"error": kind, "error_description": description})
 }
 
 func randomHex(n int) string {
