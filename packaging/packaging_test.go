@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/hipconnect/hipconnect/internal/config"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
 
 const (
@@ -40,7 +41,7 @@ func TestPackagedConfigLoads(t *testing.T) {
 	tests := []struct {
 		name, got, want string
 	}{
-		{"tls.mode", c.TLS.Mode, config.TLSSelfSigned},
+		{"tls.mode", string(c.TLS.Mode), string(tlsmgr.ModeSelfSigned)},
 		{"server.listen", c.Server.Listen, ":443"},
 		{"server.redirect_listen", c.Server.RedirectListen, ":80"},
 		{"server.ops_listen", c.Server.OpsListen, "127.0.0.1:9464"},

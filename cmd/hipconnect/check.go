@@ -61,13 +61,13 @@ func (e env) check(ctx context.Context, args []string) error {
 	} else {
 		c.ok("descriptor passes HipChat's schema rules")
 	}
-	allow, err := daemon.Allowlist(cfg)
+	clients, err := daemon.NewClients(cfg, "hipconnect-check/"+version, nil)
 	if err != nil {
 		c.fail("%v", err)
 	} else {
-		c.ok("allowlist: %s", allow)
-		checkResolve(ctx, c, allow)
-		checkHipChats(ctx, c, cfg, allow, hipchats)
+		c.ok("allowlist: %s", clients.Allow)
+		checkResolve(ctx, c, clients.Allow)
+		checkHipChats(ctx, c, clients.HipChat, hipchats)
 	}
 	checkCertificate(c, cfg)
 	printConnections(e.stdout, cfg)
@@ -114,22 +114,13 @@ func special(a netip.Addr) bool {
 	return a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsMulticast()
 }
 
-func checkHipChats(ctx context.Context, c *checker, cfg *config.Config, allow *allowlist.List, urls []string) {
+// checkHipChats reads each capabilities document in urls with the
+// daemon's own HipChat client (so through the allowlist).
+func checkHipChats(ctx context.Context, c *checker, hc *hipchat.Client, urls []string) {
 	if len(urls) == 0 {
 		c.warn("no --hipchat capabilities URL given: HipChat Server itself not checked")
 		return
 	}
-	client, err := daemon.OutboundClient(cfg, allow)
-	if err != nil {
-		c.fail("%v", err)
-		return
-	}
-	hipchatHosts, err := allowlist.Parse(cfg.HipChat.AllowedHosts)
-	if err != nil {
-		c.fail("hipchat.allowed_hosts: %v", err)
-		return
-	}
-	hc := &hipchat.Client{HTTP: client, Allowed: hipchatHosts.AllowHost, UserAgent: "hipconnect-check/" + version}
 	for _, u := range urls {
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		caps, err := hc.Capabilities(rctx, u)

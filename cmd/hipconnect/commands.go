@@ -21,6 +21,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/config"
 	"github.com/hipconnect/hipconnect/internal/daemon"
 	"github.com/hipconnect/hipconnect/internal/httpapi"
+	lifecycle "github.com/hipconnect/hipconnect/internal/install"
 	"github.com/hipconnect/hipconnect/internal/store"
 	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
@@ -146,7 +147,10 @@ func (e env) installations(ctx context.Context, args []string) error {
 		defer db.Close()
 		list = func() ([]addon.Installation, error) { return db.Installations(ctx) }
 		show = func(id string) (addon.Installation, error) { return db.Installation(ctx, id) }
-		remove = func(id string) error { return db.DeleteInstallation(ctx, id) }
+		// The same removal as the daemon's: everything of the
+		// installation, in one transaction.
+		svc := &lifecycle.Service{Store: db}
+		remove = func(id string) error { return svc.Remove(ctx, id) }
 	}
 	switch pos[0] {
 	case "list":

@@ -7,6 +7,7 @@ package addon
 
 import (
 	"context"
+	"net/url"
 	"time"
 )
 
@@ -77,42 +78,117 @@ type Job struct {
 	LastError string        `json:"lastError,omitempty"`
 }
 
-// Store keeps installations, tokens and pending jobs durably. Every method is
-// safe for concurrent use; a nil error from a write means it is on disk.
-// Lookups of something absent return an *Error of kind NotFound.
-type Store interface {
+// The store contract. A backend (the embedded bbolt file, PostgreSQL)
+// implements Store; consumers declare the few methods they need. Every
+// method is safe for concurrent use; a nil error from a write means it is
+// durable. Lookups of something absent return an *Error of kind NotFound.
+// The contract is checked by one test suite (internal/storetest) that
+// every backend runs.
+
+// Installations keeps the installations.
+type Installations interface {
 	// PutInstallation creates or replaces the installation with inst.OAuthID.
 	PutInstallation(ctx context.Context, inst Installation) error
 	// Installation returns the installation with the given OAuthID.
 	Installation(ctx context.Context, oauthID string) (Installation, error)
 	// Installations returns every installation, ordered by OAuthID.
 	Installations(ctx context.Context) ([]Installation, error)
-	// DeleteInstallation removes the installation and everything stored for
-	// it (token, pending jobs, seen message ids). Deleting an absent
-	// installation returns NotFound.
-	DeleteInstallation(ctx context.Context, oauthID string) error
+}
 
-	// PutToken stores the access token of an installation.
+// Remover removes an installation with everything stored for it.
+type Remover interface {
+	// DeleteInstallation removes, in one transaction, the installation,
+	// its token, its pending jobs, its dead letters, its seen message ids
+	// and every key/value entry under KeyPrefix(oauthID) in every
+	// namespace. Deleting an absent installation returns NotFound and
+	// changes nothing.
+	DeleteInstallation(ctx context.Context, oauthID string) error
+}
+
+// Tokens caches the access tokens of installations.
+type Tokens interface {
+	// PutToken stores the access token of an installation; NotFound if the
+	// installation does not exist, so no token outlives its installation.
 	PutToken(ctx context.Context, oauthID string, t Token) error
 	// Token returns the stored access token of an installation.
 	Token(ctx context.Context, oauthID string) (Token, error)
 	// DeleteToken forgets the stored token (after HipChat refused it).
 	DeleteToken(ctx context.Context, oauthID string) error
+}
 
-	// Enqueue stores j unless a job with the same (OAuthID, MessageID) was
-	// enqueued before; it reports whether j was new. The ID of a new job is
-	// assigned by the store and returned in the Job.
+// Outbox keeps the jobs acknowledged and not yet delivered.
+type Outbox interface {
+	// Enqueue stores j unless a job with the same (OAuthID, MessageDate,
+	// MessageID) was enqueued before (a job without MessageID is always
+	// new); it reports whether j was new. The ID of a new job is assigned
+	// by the store, greater than every ID before it, and returned.
 	Enqueue(ctx context.Context, j Job) (Job, bool, error)
 	// Pending returns up to limit stored jobs in ID order (limit <= 0: all).
 	Pending(ctx context.Context, limit int) ([]Job, error)
-	// Complete removes a delivered job.
+	// Complete removes a delivered job; NotFound if there is none.
 	Complete(ctx context.Context, id uint64) error
+	// CompleteAll removes the delivered jobs in one write; jobs already
+	// gone are skipped.
+	CompleteAll(ctx context.Context, jobs []Job) error
 	// RecordAttempt stores a failed attempt at job id: Attempts is
 	// incremented and LastError set to reason.
 	RecordAttempt(ctx context.Context, id uint64, reason string) error
 	// Bury moves job id out of the outbox into the dead letters, with the
 	// reason it cannot be delivered. It no longer blocks its room.
 	Bury(ctx context.Context, id uint64, reason string) error
+	// PruneSeen forgets the seen message ids dated before olderThan and
+	// reports how many it forgot; a message seen again after that is new.
+	PruneSeen(ctx context.Context, olderThan time.Time) (int, error)
+}
+
+// DeadLetters keeps the jobs that could not be delivered for good.
+type DeadLetters interface {
+	// DeadLetters returns every dead letter, in job ID order.
+	DeadLetters(ctx context.Context) ([]DeadLetter, error)
+	// RetryDead moves dead letter id back into the outbox as a new job
+	// (new ID, attempts reset) and returns it.
+	RetryDead(ctx context.Context, id uint64) (Job, error)
+	// DropDead deletes dead letter id; NotFound if there is none.
+	DropDead(ctx context.Context, id uint64) error
+	// PruneDead deletes the dead letters buried before olderThan and
+	// reports how many.
+	PruneDead(ctx context.Context, olderThan time.Time) (int, error)
+}
+
+// KV is one namespace of key/value data. Get and Delete of an absent key
+// return NotFound.
+//
+// Update stores what fn makes of the value at key (old is nil and found
+// false when there is none) as one atomic step: no other write to key
+// comes between. fn may run more than once, on the value then stored, so
+// it must be a pure function of old, quick, must not retain or modify old,
+// and must not call the KV; an error from fn stores nothing and is
+// returned, as it is or wrapped. Concurrent Updates may share one commit.
+//
+// Data that belongs to an installation is kept under KeyPrefix of its
+// OAuthID, so that removing the installation removes it too.
+type KV interface {
+	Get(ctx context.Context, key string) ([]byte, error)
+	Put(ctx context.Context, key string, val []byte) error
+	Update(ctx context.Context, key string, fn func(old []byte, found bool) ([]byte, error)) error
+	Delete(ctx context.Context, key string) error
+	// List returns the keys starting with prefix, in byte order.
+	List(ctx context.Context, prefix string) ([]string, error)
+}
+
+// KeyPrefix is the prefix of every key/value key that belongs to the
+// installation oauthID (see Remover).
+func KeyPrefix(oauthID string) string { return "installation/" + url.PathEscape(oauthID) + "/" }
+
+// Store is everything a storage backend keeps.
+type Store interface {
+	Installations
+	Remover
+	Tokens
+	Outbox
+	DeadLetters
+	// KV returns the key/value namespace with the given name.
+	KV(namespace string) KV
 }
 
 // DeadLetter is a job that could not be delivered for good.

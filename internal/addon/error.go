@@ -14,15 +14,20 @@ const (
 	Conflict     = "conflict"     // state does not allow the operation
 	TooLarge     = "too_large"    // body or response over its limit
 	Unavailable  = "unavailable"  // a peer (HipChat, search backend) failed
+	Busy         = "busy"         // hipconnect cannot take it now (store down, outbox full, too many at once); retry later
 	Internal     = "internal"     // anything else
 )
 
 // Error is a domain error: Kind says what went wrong for the caller, Msg is
-// safe to show a client, Err (if any) is for the log only.
+// safe to show a client (it never holds a secret or a token), Err (if any)
+// is for the log only. Status is an HTTP status hint, set only where no
+// kind says it (415 for a body that is not JSON, 421 for a request to an
+// unknown host); zero otherwise.
 type Error struct {
-	Kind string
-	Msg  string
-	Err  error
+	Kind   string
+	Msg    string
+	Err    error
+	Status int
 }
 
 func (e *Error) Error() string {
@@ -42,6 +47,12 @@ func Errorf(kind, format string, args ...any) *Error {
 // Wrap returns an *Error of the given kind with msg, keeping err for the log.
 func Wrap(kind string, err error, msg string) *Error {
 	return &Error{Kind: kind, Msg: msg, Err: err}
+}
+
+// WithStatus returns an *Error of the given kind whose HTTP status is
+// status rather than the kind's (see Error.Status).
+func WithStatus(kind string, status int, format string, args ...any) *Error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...), Status: status}
 }
 
 // KindOf returns the kind of the first *Error in err's chain, or Internal.
@@ -65,3 +76,12 @@ func MessageOf(err error) string {
 
 // IsNotFound reports whether err is of kind NotFound.
 func IsNotFound(err error) bool { return err != nil && KindOf(err) == NotFound }
+
+// Clip returns s cut to n bytes, marked with "...", when it is longer: for
+// quoting client input in an error message or a log line.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

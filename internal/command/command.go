@@ -21,11 +21,32 @@ import (
 	"github.com/hipconnect/hipconnect/internal/outbound"
 )
 
-// Kinds of command.
+// Kind is what a command does. Its values are the values of commands[].kind
+// in the configuration; Valid tells whether a Kind is one of them.
+type Kind string
+
+// The kinds of command.
 const (
-	KindSearch = "search"
-	KindEcho   = "echo"
+	KindSearch Kind = "search" // query SearchURL and list the hits
+	KindEcho   Kind = "echo"   // answer with the arguments
 )
+
+// Kinds returns every valid Kind, in the order documentation and error
+// messages list them. Each call returns a new slice the caller may modify.
+func Kinds() []Kind {
+	return []Kind{KindSearch, KindEcho}
+}
+
+// Valid reports whether k is one of the kinds Kinds returns. The zero Kind
+// is not valid (the configuration turns an empty kind into KindSearch before
+// checking it).
+func (k Kind) Valid() bool {
+	switch k {
+	case KindSearch, KindEcho:
+		return true
+	}
+	return false
+}
 
 // maxMessage is HipChat's limit on a notification's message, in characters.
 const maxMessage = 10000
@@ -36,7 +57,7 @@ const maxTitle = 200
 // Spec configures one command.
 type Spec struct {
 	Name        string
-	Kind        string // KindSearch or KindEcho
+	Kind        Kind   // KindSearch or KindEcho; any other value (such as "") runs as a search
 	SearchURL   string // {term} is replaced by the escaped term
 	ResultsPath string // dotted path to the hit list; "" = the top-level array
 	TitleField  string // dotted path inside a hit

@@ -25,6 +25,9 @@ import (
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
 
 // EnvPrefix starts every environment variable Load reads. After the prefix,
@@ -60,7 +63,7 @@ func Default() Config {
 			ShutdownGrace:  10 * time.Second,
 			Pprof:          false,
 		},
-		TLS: TLS{Mode: TLSOff},
+		TLS: TLS{Mode: tlsmgr.ModeOff},
 		Storage: Storage{
 			Path:        "hipconnect.db",
 			KeyFile:     "",
@@ -82,7 +85,7 @@ func Default() Config {
 		Commands: []Command{
 			{
 				Name:        "hascode",
-				Kind:        KindSearch,
+				Kind:        command.KindSearch,
 				SearchURL:   "https://blog.example/wp-content/byTag.php?tag={term}",
 				ResultsPath: "",
 				TitleField:  "title",
@@ -91,7 +94,7 @@ func Default() Config {
 				ShowAllURL:  "https://blog.example/tag/{term}",
 				Timeout:     5 * time.Second,
 			},
-			{Name: "echo", Kind: KindEcho},
+			{Name: "echo", Kind: command.KindEcho},
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -204,7 +207,7 @@ func readFile(path string) (m map[string]any, keyErrs []error, err error) {
 	if cmds, ok := m["commands"].([]any); ok {
 		for _, e := range cmds {
 			entry := e.(map[string]any) // checkKeys made sure
-			if kind, _ := entry["kind"].(string); kind != "" && kind != KindSearch {
+			if kind, _ := entry["kind"].(string); kind != "" && command.Kind(kind) != command.KindSearch {
 				continue
 			}
 			for k, v := range commandDefaults() {

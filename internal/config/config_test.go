@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
 
 // operatorYAML is the file layout operators rely on; it must keep loading.
@@ -58,14 +61,14 @@ func operatorWant() Config {
 	want.Server.Listen = ":443"
 	want.Server.RedirectListen = ":80"
 	want.Server.OpsListen = "127.0.0.1:9464"
-	want.TLS.Mode = "off"
+	want.TLS.Mode = tlsmgr.ModeOff
 	want.Storage.Path = "/var/lib/hipconnect/hipconnect.db"
 	want.HipChat.AllowedHosts = []string{"hipchat.intranet.example", "*.chat.example", "10.1.2.3"}
 	want.HipChat.CAFile = "/etc/hipconnect/hipchat-ca.pem"
 	want.Commands = []Command{
 		{
 			Name:        "hascode",
-			Kind:        "search",
+			Kind:        command.KindSearch,
 			SearchURL:   "https://blog.example/wp-content/byTag.php?tag={term}",
 			ResultsPath: "",
 			TitleField:  "title",
@@ -74,7 +77,7 @@ func operatorWant() Config {
 			ShowAllURL:  "https://blog.example/tag/{term}",
 			Timeout:     5 * time.Second,
 		},
-		{Name: "echo", Kind: "echo"},
+		{Name: "echo", Kind: command.KindEcho},
 	}
 	return want
 }
@@ -126,7 +129,7 @@ func TestLoadDevFile(t *testing.T) {
 		t.Fatalf("Load = %v", err)
 	}
 	checks := []struct{ key, got, want string }{
-		{"tls.mode", got.TLS.Mode, "off"},
+		{"tls.mode", string(got.TLS.Mode), string(tlsmgr.ModeOff)},
 		{"server.listen", got.Server.Listen, "127.0.0.1:8080"},
 		{"server.base_url", got.Server.BaseURL, "http://localhost:8080"},
 		{"server.ops_listen", got.Server.OpsListen, "127.0.0.1:9464"},
@@ -169,7 +172,7 @@ func TestLoadEnvOverridesFile(t *testing.T) {
 	want.Server.ReadTimeout = 3 * time.Second
 	want.Server.MaxBodyBytes = 2048
 	want.Server.Pprof = true
-	want.TLS.Mode = "acme"
+	want.TLS.Mode = tlsmgr.ModeACME
 	want.TLS.ACME.Directory = "https://ca.intranet.example/acme/directory"
 	want.TLS.ACME.EABKID = "kid"
 	want.TLS.ACME.EABHMAC = "c2VjcmV0"
@@ -207,11 +210,11 @@ commands:
 		t.Fatalf("Load = %v", err)
 	}
 	want := []Command{
-		{Name: "wiki", Kind: "search", SearchURL: "https://wiki.example/search?q={term}",
+		{Name: "wiki", Kind: command.KindSearch, SearchURL: "https://wiki.example/search?q={term}",
 			TitleField: "title", URLField: "url", MaxResults: 10, Timeout: 5 * time.Second},
-		{Name: "blog", Kind: "search", SearchURL: "https://blog.example/?q={term}",
+		{Name: "blog", Kind: command.KindSearch, SearchURL: "https://blog.example/?q={term}",
 			TitleField: "title", URLField: "url", MaxResults: 3, Timeout: time.Second},
-		{Name: "echo", Kind: "echo"},
+		{Name: "echo", Kind: command.KindEcho},
 	}
 	if !reflect.DeepEqual(got.Commands, want) {
 		t.Errorf("commands =\n%+v\nwant\n%+v", got.Commands, want)
@@ -243,7 +246,7 @@ func TestLoadUnquotedOff(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load = %v", err)
 	}
-	if got.TLS.Mode != "off" {
+	if got.TLS.Mode != tlsmgr.ModeOff {
 		t.Errorf("tls.mode = %q, want \"off\"", got.TLS.Mode)
 	}
 }
@@ -510,16 +513,16 @@ func TestValidateAccepts(t *testing.T) {
 		{"listen on port 0", func(c *Config) { c.Server.Listen = ":0"; c.Server.OpsListen = ":0" }},
 		{"listen on IPv6", func(c *Config) { c.Server.Listen = "[::1]:8443" }},
 		{"ops listener off", func(c *Config) { c.Server.OpsListen = "" }},
-		{"self-signed", func(c *Config) { c.TLS.Mode = "self-signed" }},
-		{"files", func(c *Config) { c.TLS = TLS{Mode: "files", CertFile: "c.pem", KeyFile: "k.pem"} }},
+		{"self-signed", func(c *Config) { c.TLS.Mode = tlsmgr.ModeSelfSigned }},
+		{"files", func(c *Config) { c.TLS = TLS{Mode: tlsmgr.ModeFiles, CertFile: "c.pem", KeyFile: "k.pem"} }},
 		{"acme without eab", func(c *Config) {
-			c.TLS = TLS{Mode: "acme", ACME: ACME{Directory: "https://ca.example/dir", CARoot: "/etc/ca.pem"}}
+			c.TLS = TLS{Mode: tlsmgr.ModeACME, ACME: ACME{Directory: "https://ca.example/dir", CARoot: "/etc/ca.pem"}}
 		}},
 		{"acme with eab", func(c *Config) {
-			c.TLS = TLS{Mode: "acme", ACME: ACME{Directory: "https://ca.example/dir", EABKID: "k", EABHMAC: "h"}}
+			c.TLS = TLS{Mode: tlsmgr.ModeACME, ACME: ACME{Directory: "https://ca.example/dir", EABKID: "k", EABHMAC: "h"}}
 		}},
 		{"http proxy", func(c *Config) { c.Outbound.Proxy = "http://proxy.intranet:3128" }},
-		{"echo only", func(c *Config) { c.Commands = []Command{{Name: "echo", Kind: "echo"}} }},
+		{"echo only", func(c *Config) { c.Commands = []Command{{Name: "echo", Kind: command.KindEcho}} }},
 		{"show_all_url without term", func(c *Config) { c.Commands[0].ShowAllURL = "https://blog.example/" }},
 		{"json logs", func(c *Config) { c.Log = Log{Level: "debug", Format: "json"} }},
 	} {
@@ -543,7 +546,7 @@ func TestValidateNormalises(t *testing.T) {
 	if got, want := c.Server.BaseURL, "https://intranet.example/hipconnect"; got != want {
 		t.Errorf("base_url = %q, want %q", got, want)
 	}
-	if got, want := c.Commands[0].Kind, "search"; got != want {
+	if got, want := c.Commands[0].Kind, command.KindSearch; got != want {
 		t.Errorf("kind = %q, want %q", got, want)
 	}
 }

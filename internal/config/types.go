@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
+)
 
 // Config is hipconnect's whole configuration. Load fills it from built-in
 // defaults, then a YAML file, then HIPCONNECT_* environment variables, and
@@ -32,10 +37,10 @@ type Server struct {
 
 // TLS selects how the public listener gets its certificate.
 type TLS struct {
-	Mode     string `koanf:"mode"` // off | self-signed | files | acme
-	CertFile string `koanf:"cert_file"`
-	KeyFile  string `koanf:"key_file"`
-	ACME     ACME   `koanf:"acme"`
+	Mode     tlsmgr.Mode `koanf:"mode"` // off | self-signed | files | acme
+	CertFile string      `koanf:"cert_file"`
+	KeyFile  string      `koanf:"key_file"`
+	ACME     ACME        `koanf:"acme"`
 }
 
 // ACME configures an (internal) ACME certificate authority.
@@ -80,7 +85,7 @@ type Addon struct {
 // Command is one slash command, answered for "/<Name> <args>".
 type Command struct {
 	Name        string        `koanf:"name"`
-	Kind        string        `koanf:"kind"`         // search (default) | echo
+	Kind        command.Kind  `koanf:"kind"`         // search (default) | echo
 	SearchURL   string        `koanf:"search_url"`   // {term} is replaced by the URL-escaped term
 	ResultsPath string        `koanf:"results_path"` // dotted path to the hit list; "" = top-level array
 	TitleField  string        `koanf:"title_field"`

@@ -12,32 +12,25 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
 
-// TLS modes, the values of tls.mode.
-const (
-	TLSOff        = "off"         // plain HTTP (a proxy in front may terminate TLS)
-	TLSSelfSigned = "self-signed" // a certificate made up at start
-	TLSFiles      = "files"       // tls.cert_file and tls.key_file
-	TLSACME       = "acme"        // from the ACME directory tls.acme.directory
-)
-
-// Command kinds, the values of commands[].kind.
-const (
-	KindSearch = "search" // query search_url and list the hits
-	KindEcho   = "echo"   // answer with the arguments
-)
-
+// The patterns are compiled once and only read afterwards.
 var (
-	tlsModes   = []string{TLSOff, TLSSelfSigned, TLSFiles, TLSACME}
-	kinds      = []string{KindSearch, KindEcho}
-	logLevels  = []string{"debug", "info", "warn", "error"}
-	logFormats = []string{"text", "json"}
-
 	addonKeyRE    = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,40}$`)
 	commandNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 	hostnameRE    = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$`)
 )
+
+// logLevels returns the values of log.level, in the order error messages
+// list them.
+func logLevels() []string { return []string{"debug", "info", "warn", "error"} }
+
+// logFormats returns the values of log.format, in the order error messages
+// list them.
+func logFormats() []string { return []string{"text", "json"} }
 
 // Validate normalises c in place and then checks it, returning every problem
 // found (joined with errors.Join), each naming its key, or nil.
@@ -46,37 +39,98 @@ var (
 // empty commands[].kind into "search". Validate checks syntax only: it opens
 // no file and resolves no name. Load calls it; call it again after changing
 // a Config by hand.
+//
+// The sections are checked in the order server, tls, storage, hipchat,
+// outbound, addon, commands, log, and the problems are reported in the
+// order they are found.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: %s: "+format, append([]any{key}, args...)...))
-	}
-	checkURL := func(key, s string, withTerm bool) {
-		if err := checkHTTPURL(s, withTerm); err != nil {
-			bad(key, "%v", err)
-		}
-	}
-	positive := func(key string, n int64) {
-		if n <= 0 {
-			bad(key, "must be greater than zero")
-		}
-	}
+	var p problems
+	c.Server.validate(&p)
+	c.TLS.validate(&p)
+	c.Storage.validate(&p)
+	c.HipChat.validate(&p)
+	c.Outbound.validate(&p)
+	c.Addon.validate(&p)
+	validateCommands(c.Commands, &p)
+	c.Log.validate(&p)
+	return errors.Join(p...)
+}
 
-	// server
-	s := &c.Server
+// problems collects what Validate finds wrong, in the order found. Each
+// entry reads "config: <key>: <problem>".
+type problems []error
+
+// add records a problem with key, described by format and args.
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("config: %s: "+format, append([]any{key}, args...)...))
+}
+
+// wrap records err as a problem with key.
+func (p *problems) wrap(key string, err error) {
+	*p = append(*p, fmt.Errorf("config: %s: %w", key, err))
+}
+
+// httpURL records a problem with key unless s is an absolute http or https
+// URL with a host (with {term} outside the host when withTerm; see
+// checkHTTPURL).
+func (p *problems) httpURL(key, s string, withTerm bool) {
+	if err := checkHTTPURL(s, withTerm); err != nil {
+		p.wrap(key, err)
+	}
+}
+
+// positive records a problem with key unless n is greater than zero.
+func (p *problems) positive(key string, n int64) {
+	if n <= 0 {
+		p.add(key, "must be greater than zero")
+	}
+}
+
+// oneOf lists values for an error message, as "a, b, c".
+func oneOf[T ~string](values []T) string {
+	s := make([]string, len(values))
+	for i, v := range values {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ", ")
+}
+
+// validate checks the server section and removes trailing slashes from
+// BaseURL when it is otherwise valid.
+func (s *Server) validate(p *problems) {
+	s.validateBaseURL(p)
+	if s.Listen == "" {
+		p.add("server.listen", "must be set, as host:port")
+	}
+	s.validateListeners(p)
+	p.positive("server.max_body_bytes", s.MaxBodyBytes)
+	p.positive("server.read_timeout", int64(s.ReadTimeout))
+	p.positive("server.write_timeout", int64(s.WriteTimeout))
+	p.positive("server.idle_timeout", int64(s.IdleTimeout))
+	p.positive("server.shutdown_grace", int64(s.ShutdownGrace))
+}
+
+// validateBaseURL checks server.base_url: an absolute http or https URL
+// without query, fragment or user information. Only a valid value is
+// normalised (trailing slashes removed); at most one problem is recorded.
+func (s *Server) validateBaseURL(p *problems) {
+	const key = "server.base_url"
 	if err := checkHTTPURL(s.BaseURL, false); err != nil {
-		bad("server.base_url", "%v", err)
+		p.wrap(key, err)
 	} else if u, _ := url.Parse(s.BaseURL); u.RawQuery != "" || u.ForceQuery || strings.Contains(s.BaseURL, "#") {
-		bad("server.base_url", "must not have a query or fragment")
+		p.add(key, "must not have a query or fragment")
 	} else if u.User != nil {
-		bad("server.base_url", "must not contain a user or password")
+		p.add(key, "must not contain a user or password")
 	} else {
 		s.BaseURL = strings.TrimRight(s.BaseURL, "/")
 	}
-	if s.Listen == "" {
-		bad("server.listen", "must be set, as host:port")
-	}
-	listeners := map[string]string{}
+}
+
+// validateListeners checks the syntax of listen, redirect_listen and
+// ops_listen (an empty one is skipped) and that no two of them share an
+// address, except with port 0 (a port the system picks).
+func (s *Server) validateListeners(p *problems) {
+	listeners := map[string]string{} // address -> key
 	for _, l := range []struct{ key, addr string }{
 		{"server.listen", s.Listen},
 		{"server.redirect_listen", s.RedirectListen},
@@ -87,144 +141,172 @@ func (c *Config) Validate() error {
 		}
 		port, err := checkHostPort(l.addr)
 		if err != nil {
-			bad(l.key, "%v", err)
+			p.wrap(l.key, err)
 			continue
 		}
 		if other, dup := listeners[l.addr]; dup && port != 0 {
-			bad(l.key, "%q is also %s", l.addr, other)
+			p.add(l.key, "%q is also %s", l.addr, other)
 		}
 		listeners[l.addr] = l.key
 	}
-	positive("server.max_body_bytes", s.MaxBodyBytes)
-	positive("server.read_timeout", int64(s.ReadTimeout))
-	positive("server.write_timeout", int64(s.WriteTimeout))
-	positive("server.idle_timeout", int64(s.IdleTimeout))
-	positive("server.shutdown_grace", int64(s.ShutdownGrace))
+}
 
-	// tls
-	t := &c.TLS
+// validate checks the tls section: a known mode, and the keys that mode
+// needs. An unknown mode is the only problem recorded for the section.
+func (t *TLS) validate(p *problems) {
+	if !t.Mode.Valid() {
+		p.add("tls.mode", "must be one of %s, got %q", oneOf(tlsmgr.Modes()), t.Mode)
+		return
+	}
 	switch t.Mode {
-	case TLSOff, TLSSelfSigned:
-	case TLSFiles:
+	case tlsmgr.ModeFiles:
 		if t.CertFile == "" {
-			bad("tls.cert_file", "must be set when tls.mode is %q", TLSFiles)
+			p.add("tls.cert_file", "must be set when tls.mode is %q", tlsmgr.ModeFiles)
 		}
 		if t.KeyFile == "" {
-			bad("tls.key_file", "must be set when tls.mode is %q", TLSFiles)
+			p.add("tls.key_file", "must be set when tls.mode is %q", tlsmgr.ModeFiles)
 		}
-	case TLSACME:
-		a := t.ACME
-		if a.Directory == "" {
-			bad("tls.acme.directory", "must be set when tls.mode is %q", TLSACME)
-		} else if err := checkHTTPURL(a.Directory, false); err != nil {
-			bad("tls.acme.directory", "%v", err)
-		} else if !strings.HasPrefix(strings.ToLower(a.Directory), "https://") {
-			bad("tls.acme.directory", "must be an https URL, got %q", a.Directory)
-		}
-		if a.Email != "" {
-			if _, err := mail.ParseAddress(a.Email); err != nil {
-				bad("tls.acme.email", "must be an email address, got %q", a.Email)
-			}
-		}
-		if (a.EABKID == "") != (a.EABHMAC == "") {
-			bad("tls.acme.eab_kid", "tls.acme.eab_kid and tls.acme.eab_hmac must be set together or not at all")
-		}
-	default:
-		bad("tls.mode", "must be one of %s, got %q", strings.Join(tlsModes, ", "), t.Mode)
+	case tlsmgr.ModeACME:
+		t.ACME.validate(p)
 	}
+}
 
-	// storage
-	if c.Storage.Path == "" {
-		bad("storage.path", "must be set")
+// validate checks tls.acme, for tls.mode acme: an https directory, an
+// optional email address, and both or neither of the EAB credentials.
+func (a *ACME) validate(p *problems) {
+	const dirKey = "tls.acme.directory"
+	if a.Directory == "" {
+		p.add(dirKey, "must be set when tls.mode is %q", tlsmgr.ModeACME)
+	} else if err := checkHTTPURL(a.Directory, false); err != nil {
+		p.wrap(dirKey, err)
+	} else if !strings.HasPrefix(strings.ToLower(a.Directory), "https://") {
+		p.add(dirKey, "must be an https URL, got %q", a.Directory)
 	}
-	positive("storage.open_timeout", int64(c.Storage.OpenTimeout))
-	positive("storage.max_pending", int64(c.Storage.MaxPending))
+	if a.Email != "" {
+		if _, err := mail.ParseAddress(a.Email); err != nil {
+			p.add("tls.acme.email", "must be an email address, got %q", a.Email)
+		}
+	}
+	if (a.EABKID == "") != (a.EABHMAC == "") {
+		p.add("tls.acme.eab_kid", "tls.acme.eab_kid and tls.acme.eab_hmac must be set together or not at all")
+	}
+}
 
-	// hipchat
-	for i, h := range c.HipChat.AllowedHosts {
+// validate checks the storage section.
+func (s *Storage) validate(p *problems) {
+	if s.Path == "" {
+		p.add("storage.path", "must be set")
+	}
+	p.positive("storage.open_timeout", int64(s.OpenTimeout))
+	p.positive("storage.max_pending", int64(s.MaxPending))
+}
+
+// validate checks the hipchat section: no allowed host may be empty or "*".
+// The entries' syntax is the allowlist's to check.
+func (h *HipChat) validate(p *problems) {
+	for i, host := range h.AllowedHosts {
 		key := fmt.Sprintf("hipchat.allowed_hosts[%d]", i)
-		switch strings.TrimSpace(h) {
+		switch strings.TrimSpace(host) {
 		case "":
-			bad(key, "must not be empty")
+			p.add(key, "must not be empty")
 		case "*":
-			bad(key, "\"*\" would accept any host; list the HipChat Server hosts")
+			p.add(key, "\"*\" would accept any host; list the HipChat Server hosts")
 		}
 	}
+}
 
-	// outbound
-	if c.Outbound.Proxy != "" {
-		if err := checkHTTPURL(c.Outbound.Proxy, false); err != nil {
-			// The value may hold a password: do not repeat it.
-			bad("outbound.proxy", "must be an absolute http or https URL with a host")
-		}
+// validate checks the outbound section. A bad proxy URL is reported without
+// its value, which may hold a password.
+func (o *Outbound) validate(p *problems) {
+	if o.Proxy != "" && checkHTTPURL(o.Proxy, false) != nil {
+		p.add("outbound.proxy", "must be an absolute http or https URL with a host")
 	}
-	positive("outbound.timeout", int64(c.Outbound.Timeout))
-	positive("outbound.max_response_bytes", c.Outbound.MaxResponseBytes)
+	p.positive("outbound.timeout", int64(o.Timeout))
+	p.positive("outbound.max_response_bytes", o.MaxResponseBytes)
+}
 
-	// addon
-	if !addonKeyRE.MatchString(c.Addon.Key) {
-		bad("addon.key", "must be 1 to 40 characters of a-z A-Z 0-9 _ . -, got %q", c.Addon.Key)
+// validate checks the addon section.
+func (a *Addon) validate(p *problems) {
+	if !addonKeyRE.MatchString(a.Key) {
+		p.add("addon.key", "must be 1 to 40 characters of a-z A-Z 0-9 _ . -, got %q", a.Key)
 	}
-	if n := utf8.RuneCountInString(c.Addon.Name); n < 1 || n > 100 {
-		bad("addon.name", "must be 1 to 100 characters, got %d", n)
+	if n := utf8.RuneCountInString(a.Name); n < 1 || n > 100 {
+		p.add("addon.name", "must be 1 to 100 characters, got %d", n)
 	}
-	if c.Addon.VendorURL != "" {
-		checkURL("addon.vendor_url", c.Addon.VendorURL, false)
+	if a.VendorURL != "" {
+		p.httpURL("addon.vendor_url", a.VendorURL, false)
 	}
+}
 
-	// commands
-	if len(c.Commands) == 0 {
-		bad("commands", "must list at least one command")
+// validateCommands checks the commands list: at least one command, unique
+// valid names, and each command valid for its kind. It turns an empty kind
+// into command.KindSearch in place.
+func validateCommands(cmds []Command, p *problems) {
+	if len(cmds) == 0 {
+		p.add("commands", "must list at least one command")
 	}
-	names := map[string]int{}
-	for i := range c.Commands {
-		cmd := &c.Commands[i]
-		key := func(k string) string { return fmt.Sprintf("commands[%d].%s", i, k) }
+	names := map[string]int{} // name -> index of its first command
+	for i := range cmds {
+		cmd := &cmds[i]
+		prefix := fmt.Sprintf("commands[%d].", i)
 		if !commandNameRE.MatchString(cmd.Name) {
-			bad(key("name"), "must match %s, got %q", commandNameRE, cmd.Name)
+			p.add(prefix+"name", "must match %s, got %q", commandNameRE, cmd.Name)
 		} else if j, dup := names[cmd.Name]; dup {
-			bad(key("name"), "%q is also the name of commands[%d]", cmd.Name, j)
+			p.add(prefix+"name", "%q is also the name of commands[%d]", cmd.Name, j)
 		} else {
 			names[cmd.Name] = i
 		}
-		if cmd.Kind == "" {
-			cmd.Kind = KindSearch
-		}
-		switch cmd.Kind {
-		case KindSearch:
-			if cmd.SearchURL == "" {
-				bad(key("search_url"), "must be set for a search command")
-			} else {
-				checkURL(key("search_url"), cmd.SearchURL, true)
-			}
-			if cmd.TitleField == "" {
-				bad(key("title_field"), "must not be empty")
-			}
-			if cmd.URLField == "" {
-				bad(key("url_field"), "must not be empty")
-			}
-			if cmd.MaxResults < 1 || cmd.MaxResults > 50 {
-				bad(key("max_results"), "must be between 1 and 50, got %d", cmd.MaxResults)
-			}
-			positive(key("timeout"), int64(cmd.Timeout))
-			if cmd.ShowAllURL != "" {
-				checkURL(key("show_all_url"), cmd.ShowAllURL, false)
-			}
-		case KindEcho:
-		default:
-			bad(key("kind"), "must be one of %s, got %q", strings.Join(kinds, ", "), cmd.Kind)
-		}
+		cmd.validateKind(prefix, p)
 	}
+}
 
-	// log
-	if !slices.Contains(logLevels, c.Log.Level) {
-		bad("log.level", "must be one of %s, got %q", strings.Join(logLevels, ", "), c.Log.Level)
+// validateKind defaults an empty Kind to command.KindSearch, then checks
+// that Kind is known and, for a search command, its search keys. prefix is
+// the command's key with a trailing dot, such as "commands[0].".
+func (cmd *Command) validateKind(prefix string, p *problems) {
+	if cmd.Kind == "" {
+		cmd.Kind = command.KindSearch
 	}
-	if !slices.Contains(logFormats, c.Log.Format) {
-		bad("log.format", "must be one of %s, got %q", strings.Join(logFormats, ", "), c.Log.Format)
+	if !cmd.Kind.Valid() {
+		p.add(prefix+"kind", "must be one of %s, got %q", oneOf(command.Kinds()), cmd.Kind)
+		return
 	}
+	if cmd.Kind == command.KindSearch {
+		cmd.validateSearch(prefix, p)
+	}
+}
 
-	return errors.Join(errs...)
+// validateSearch checks the keys of a search command. prefix is as for
+// validateKind.
+func (cmd *Command) validateSearch(prefix string, p *problems) {
+	if cmd.SearchURL == "" {
+		p.add(prefix+"search_url", "must be set for a search command")
+	} else {
+		p.httpURL(prefix+"search_url", cmd.SearchURL, true)
+	}
+	if cmd.TitleField == "" {
+		p.add(prefix+"title_field", "must not be empty")
+	}
+	if cmd.URLField == "" {
+		p.add(prefix+"url_field", "must not be empty")
+	}
+	if cmd.MaxResults < 1 || cmd.MaxResults > 50 {
+		p.add(prefix+"max_results", "must be between 1 and 50, got %d", cmd.MaxResults)
+	}
+	p.positive(prefix+"timeout", int64(cmd.Timeout))
+	if cmd.ShowAllURL != "" {
+		p.httpURL(prefix+"show_all_url", cmd.ShowAllURL, false)
+	}
+}
+
+// validate checks the log section.
+func (l *Log) validate(p *problems) {
+	if !slices.Contains(logLevels(), l.Level) {
+		p.add("log.level", "must be one of %s, got %q", strings.Join(logLevels(), ", "), l.Level)
+	}
+	if !slices.Contains(logFormats(), l.Format) {
+		p.add("log.format", "must be one of %s, got %q", strings.Join(logFormats(), ", "), l.Format)
+	}
 }
 
 // checkHTTPURL checks that s is an absolute http or https URL with a host.

@@ -15,6 +15,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -101,7 +102,8 @@ func New(o Options) *Dispatcher {
 		o.Now = time.Now
 	}
 	if o.RetryAfter == nil {
-		o.RetryAfter = DefaultRetryAfter
+		now := o.Now
+		o.RetryAfter = func(err error, attempt int) (time.Duration, bool) { return retryAfter(err, attempt, now()) }
 	}
 	if o.RoomLimit.N == 0 {
 		o.RoomLimit = RoomLimit
@@ -140,9 +142,41 @@ func (d *Dispatcher) signal() {
 	}
 }
 
-// DefaultRetryAfter retries passing failures with exponential backoff
-// (1 s doubling to 5 min, with jitter) and gives up on permanent ones.
+// Throttled is an error of a peer that asked to wait before the next
+// request (HipChat's 429: a *hipchat.RateLimitError). Wait returns how long
+// from now; 0 or less when the peer did not say.
+type Throttled interface {
+	error
+	Wait(now time.Time) time.Duration
+}
+
+// Bounds of the wait a Throttled error can impose on a room: at least a
+// second, and at most MaxThrottleWait whatever the peer says, so that a
+// bogus header cannot park a room for a day.
+const (
+	MinThrottleWait = time.Second
+	MaxThrottleWait = 15 * time.Minute
+)
+
+// DefaultRetryAfter is the retry policy Options.RetryAfter defaults to, at
+// the time now: a Throttled error waits as long as the peer asked, clamped
+// to MinThrottleWait..MaxThrottleWait (backing off within those when it did
+// not say); other passing failures back off exponentially (1 s doubling to
+// 5 min, with jitter); permanent ones (kinds Invalid, Forbidden, NotFound,
+// Unauthorized) are not retried.
 func DefaultRetryAfter(err error, attempt int) (time.Duration, bool) {
+	return retryAfter(err, attempt, time.Now())
+}
+
+func retryAfter(err error, attempt int, now time.Time) (time.Duration, bool) {
+	var th Throttled
+	if errors.As(err, &th) {
+		wait := th.Wait(now)
+		if wait <= 0 {
+			wait = Backoff(attempt, MinThrottleWait, MaxThrottleWait)
+		}
+		return min(max(wait, MinThrottleWait), MaxThrottleWait), true
+	}
 	switch addon.KindOf(err) {
 	case addon.Invalid, addon.Forbidden, addon.NotFound, addon.Unauthorized:
 		return 0, false

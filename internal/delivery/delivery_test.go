@@ -405,3 +405,27 @@ func TestConcurrentJobsOfARoomInOrder(t *testing.T) {
 		}
 	}
 }
+
+// throttled is a Throttled error asking for wait.
+type throttled time.Duration
+
+func (t throttled) Error() string                { return "throttled" }
+func (t throttled) Wait(time.Time) time.Duration { return time.Duration(t) }
+
+func TestDefaultRetryAfterThrottled(t *testing.T) {
+	for _, tt := range []struct {
+		ask      time.Duration
+		min, max time.Duration
+	}{
+		{30 * time.Second, 30 * time.Second, 30 * time.Second},
+		{time.Millisecond, MinThrottleWait, MinThrottleWait},     // clamped up
+		{24 * time.Hour, MaxThrottleWait, MaxThrottleWait},       // clamped down
+		{0, MinThrottleWait * 4 / 5, MinThrottleWait},            // unsaid: backoff from the minimum
+		{-time.Minute, MinThrottleWait * 4 / 5, MinThrottleWait}, // reset in the past
+	} {
+		got, retry := DefaultRetryAfter(fmt.Errorf("send: %w", throttled(tt.ask)), 1)
+		if !retry || got < max(tt.min, MinThrottleWait) || got > tt.max {
+			t.Errorf("ask %v: wait %v retry %v, want %v..%v", tt.ask, got, retry, tt.min, tt.max)
+		}
+	}
+}

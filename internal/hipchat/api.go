@@ -34,6 +34,18 @@ type RateLimitError struct {
 	Reset time.Time
 }
 
+// Wait is how long from now HipChat asked to wait: RetryAfter, else the
+// time until Reset; 0 when it said neither (delivery.Throttled).
+func (e *RateLimitError) Wait(now time.Time) time.Duration {
+	if e.RetryAfter > 0 {
+		return e.RetryAfter
+	}
+	if !e.Reset.IsZero() {
+		return e.Reset.Sub(now)
+	}
+	return 0
+}
+
 func (e *RateLimitError) Error() string {
 	if e.RetryAfter > 0 {
 		return fmt.Sprintf("hipchat rate limit reached, retry after %s", e.RetryAfter)

@@ -4,16 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 
-	"github.com/hipconnect/hipconnect/internal/httperr"
-
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/httperr"
 )
 
-// Outbox is the operator's view of the outbox and its dead letters.
-type Outbox interface {
+// Operator is the operator's view of the store: installations (secrets
+// are blanked before they are answered), the outbox and its dead letters.
+type Operator interface {
+	addon.Installations
 	Pending(ctx context.Context, limit int) ([]addon.Job, error)
 	DeadLetters(ctx context.Context) ([]addon.DeadLetter, error)
 	RetryDead(ctx context.Context, id uint64) (addon.Job, error)
@@ -22,11 +24,16 @@ type Outbox interface {
 
 // AdminDeps are what the admin handler needs.
 type AdminDeps struct {
-	Store  addon.Store
-	Outbox Outbox
+	Store Operator
+	// Remove deletes an installation and everything stored for it
+	// (install.Service.Remove).
+	Remove func(ctx context.Context, oauthID string) error
 	Backup func(w io.Writer) (int64, error) // hot backup of the whole store
 	CAPEM  func() ([]byte, error)           // the self-signed CA, if any
+	Logger *slog.Logger
 }
+
+type admin struct{ AdminDeps }
 
 // NewAdmin returns the handler of the admin socket, a unix socket only the
 // daemon's user (and root) can open, through which the CLI reaches a
@@ -40,92 +47,104 @@ type AdminDeps struct {
 //	DELETE /outbox/dead/{id}     drop a dead letter
 //	GET    /backup               a consistent copy of the store
 //	GET    /tls/ca               the self-signed CA certificate (PEM)
-func NewAdmin(d AdminDeps) http.Handler {
-	mux := http.NewServeMux()
-	fail := func(w http.ResponseWriter, err error) {
-		code, msg := httperr.Status(err)
-		httperr.WriteJSON(w, code, map[string]string{"error": msg})
+func NewAdmin(d AdminDeps) http.Handler { return admin{d}.routes() }
+
+func (a admin) fail(w http.ResponseWriter, r *http.Request, err error) {
+	httperr.Write(a.Logger, w, r, err, nil)
+}
+
+func (a admin) listInstallations(w http.ResponseWriter, r *http.Request) {
+	all, err := a.Store.Installations(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
-	mux.HandleFunc("GET /installations", func(w http.ResponseWriter, r *http.Request) {
-		all, err := d.Store.Installations(r.Context())
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		for i := range all {
-			all[i].OAuthSecret = ""
-		}
-		httperr.WriteJSON(w, http.StatusOK, all)
-	})
-	mux.HandleFunc("GET /installations/{id}", func(w http.ResponseWriter, r *http.Request) {
-		inst, err := d.Store.Installation(r.Context(), r.PathValue("id"))
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		inst.OAuthSecret = ""
-		httperr.WriteJSON(w, http.StatusOK, inst)
-	})
-	mux.HandleFunc("DELETE /installations/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.Store.DeleteInstallation(r.Context(), r.PathValue("id")); err != nil {
-			fail(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /outbox", func(w http.ResponseWriter, r *http.Request) {
-		pending, err := d.Outbox.Pending(r.Context(), 0)
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		dead, err := d.Outbox.DeadLetters(r.Context())
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		httperr.WriteJSON(w, http.StatusOK, OutboxView{Pending: pending, Dead: dead})
-	})
-	deadID := func(w http.ResponseWriter, r *http.Request) (uint64, bool) {
-		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
-		if err != nil {
-			fail(w, httperr.Errorf(http.StatusBadRequest, "job id must be a number"))
-		}
-		return id, err == nil
+	for i := range all {
+		all[i].OAuthSecret = ""
 	}
-	mux.HandleFunc("POST /outbox/dead/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if id, ok := deadID(w, r); ok {
-			j, err := d.Outbox.RetryDead(r.Context(), id)
-			if err != nil {
-				fail(w, err)
-				return
-			}
-			httperr.WriteJSON(w, http.StatusOK, j)
-		}
-	})
-	mux.HandleFunc("DELETE /outbox/dead/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if id, ok := deadID(w, r); ok {
-			if err := d.Outbox.DropDead(r.Context(), id); err != nil {
-				fail(w, err)
-				return
-			}
-			w.WriteHeader(http.StatusNoContent)
-		}
-	})
-	mux.HandleFunc("GET /backup", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		_, _ = d.Backup(w) // a failure cuts the stream short; the client checks the copy
-	})
-	mux.HandleFunc("GET /tls/ca", func(w http.ResponseWriter, r *http.Request) {
-		pem, err := d.CAPEM()
-		if err != nil {
-			fail(w, addon.Wrap(addon.NotFound, err, "no local CA: tls.mode is not self-signed"))
-			return
-		}
-		w.Header().Set("Content-Type", "application/x-pem-file")
-		_, _ = w.Write(pem)
-	})
-	return mux
+	httperr.WriteJSON(w, http.StatusOK, all)
+}
+
+func (a admin) showInstallation(w http.ResponseWriter, r *http.Request) {
+	inst, err := a.Store.Installation(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	inst.OAuthSecret = ""
+	httperr.WriteJSON(w, http.StatusOK, inst)
+}
+
+func (a admin) removeInstallation(w http.ResponseWriter, r *http.Request) {
+	if err := a.Remove(r.Context(), r.PathValue("id")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a admin) outbox(w http.ResponseWriter, r *http.Request) {
+	pending, err := a.Store.Pending(r.Context(), 0)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	dead, err := a.Store.DeadLetters(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httperr.WriteJSON(w, http.StatusOK, OutboxView{Pending: pending, Dead: dead})
+}
+
+// deadID reads the {id} of a dead letter route, answering 400 when it is
+// not a number.
+func (a admin) deadID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		a.fail(w, r, addon.Errorf(addon.Invalid, "job id must be a number"))
+	}
+	return id, err == nil
+}
+
+func (a admin) retryDead(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.deadID(w, r)
+	if !ok {
+		return
+	}
+	j, err := a.Store.RetryDead(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httperr.WriteJSON(w, http.StatusOK, j)
+}
+
+func (a admin) dropDead(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.deadID(w, r)
+	if !ok {
+		return
+	}
+	if err := a.Store.DropDead(r.Context(), id); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a admin) backup(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = a.Backup(w) // a failure cuts the stream short; the client checks the copy
+}
+
+func (a admin) tlsCA(w http.ResponseWriter, r *http.Request) {
+	pem, err := a.CAPEM()
+	if err != nil {
+		a.fail(w, r, addon.Wrap(addon.NotFound, err, "no local CA: tls.mode is not self-signed"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(pem)
 }
 
 // OutboxView is what GET /outbox answers.

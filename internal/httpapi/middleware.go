@@ -8,8 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hipconnect/hipconnect/internal/hipchat"
-	"github.com/hipconnect/hipconnect/internal/httperr"
+	"github.com/hipconnect/hipconnect/internal/addon"
 )
 
 // secure applies to every public request: only the base URL's host is
@@ -25,7 +24,7 @@ func (s *server) secure(next http.Handler) http.Handler {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
 		if !hostMatches(r.Host, host, port) {
-			s.fail(w, r, httperr.Errorf(http.StatusMisdirectedRequest, "unknown host %q", truncate(r.Host, 100)))
+			s.fail(w, r, addon.WithStatus(addon.Invalid, http.StatusMisdirectedRequest, "unknown host %q", addon.Clip(r.Host, 100)))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
@@ -82,7 +81,7 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
 			if p := recover(); p != nil {
 				s.Logger.Error("panic serving request", slog.String("path", r.URL.Path), slog.Any("panic", p))
 				if sw.code == 0 {
-					s.fail(sw, r, httperr.Errorf(http.StatusInternalServerError, "internal error"))
+					s.fail(sw, r, addon.Errorf(addon.Internal, "internal error"))
 				}
 			}
 			code := sw.code
@@ -115,32 +114,7 @@ func (s *server) limited(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 		default:
 			w.Header().Set("Retry-After", "5")
-			s.fail(w, r, httperr.Errorf(http.StatusServiceUnavailable, "busy with other installs; retry shortly"))
+			s.fail(w, r, addon.Errorf(addon.Busy, "busy with other installs; retry shortly"))
 		}
 	}
-}
-
-// requireJWT admits a request only with a valid JWT of a stored
-// installation (PROTOCOL.md section 5) and puts it in the context.
-func (s *server) requireJWT(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		tok, err := hipchat.ExtractToken(r)
-		if err != nil {
-			s.fail(w, r, &httperr.Error{Code: http.StatusUnauthorized, Msg: "missing or malformed JWT", Err: err})
-			return
-		}
-		inst, claims, err := s.Verifier.Verify(r.Context(), tok)
-		if err != nil {
-			s.fail(w, r, &httperr.Error{Code: http.StatusUnauthorized, Msg: "invalid JWT", Err: err})
-			return
-		}
-		h(w, r.WithContext(withAuth(r.Context(), auth{inst: inst, claims: claims})))
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

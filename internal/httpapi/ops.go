@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"net/http/pprof"
 	"time"
 )
 
@@ -17,34 +16,25 @@ type OpsDeps struct {
 	Pprof bool
 }
 
+type ops struct{ OpsDeps }
+
 // NewOps returns the handler of the ops listener: /healthz (the process
 // answers), /readyz (ready and the store answers), /metrics, and, when
 // enabled, /debug/pprof/.
-func NewOps(d OpsDeps) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !d.Ready() {
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := d.Ping(ctx); err != nil {
-			http.Error(w, "store not answering", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.Handle("GET /metrics", d.Metrics)
-	if d.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+func NewOps(d OpsDeps) http.Handler { return ops{d}.routes() }
+
+func (o ops) healthz(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }
+
+func (o ops) readyz(w http.ResponseWriter, r *http.Request) {
+	if !o.Ready() {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
 	}
-	return mux
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := o.Ping(ctx); err != nil {
+		http.Error(w, "store not answering", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
 }

@@ -1,6 +1,11 @@
 // Package httpapi is hipconnect's HTTP side: the public handler HipChat and
-// browsers talk to (descriptor, install, uninstall, webhooks) and the ops
-// handler Prometheus and systemd's helpers talk to.
+// browsers talk to (descriptor, install, uninstall, webhooks, and the pages
+// of package ui), the ops handler Prometheus and systemd's helpers talk to,
+// and the admin handler the CLI talks to over a unix socket. Every route of
+// the three is listed in routes.go. Handlers only decode, call the use
+// case (package install for the lifecycle, the outbox for webhooks) and
+// answer; every error response is written by httperr.Write, every JWT is
+// checked by jwtauth.
 package httpapi
 
 import (
@@ -10,38 +15,83 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hipconnect/hipconnect/internal/addon"
-	"github.com/hipconnect/hipconnect/internal/command"
 	"github.com/hipconnect/hipconnect/internal/descriptor"
-	"github.com/hipconnect/hipconnect/internal/hipchat"
-	"github.com/hipconnect/hipconnect/internal/metrics"
+	"github.com/hipconnect/hipconnect/internal/install"
+	"github.com/hipconnect/hipconnect/internal/jwtauth"
 )
+
+// Lifecycle is the installation lifecycle the HipChat callbacks call; an
+// *install.Service has it.
+type Lifecycle interface {
+	Install(ctx context.Context, req install.Request) (addon.Installation, error)
+	Update(ctx context.Context, oauthID, capabilitiesURL string) (addon.Installation, error)
+	Uninstall(ctx context.Context, inst addon.Installation) error
+	UninstallFrom(ctx context.Context, installableURL string) error
+}
+
+// Enqueuer stores an acknowledged command (addon.Outbox's Enqueue).
+type Enqueuer interface {
+	Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error)
+}
+
+// Parser splits a slash command message into the configured command's
+// name and its arguments; a *command.Runner has it.
+type Parser interface {
+	Parse(message string) (name, args string, ok bool)
+}
+
+// Pages are the handlers of the UI surfaces; a *ui.UI has them. Every one
+// but Static expects the jwtauth.Session in its request's context, and
+// ErrorPage renders refusals of those routes.
+type Pages interface {
+	Glance(w http.ResponseWriter, r *http.Request)
+	GlancePreflight(w http.ResponseWriter, r *http.Request)
+	Sidebar(w http.ResponseWriter, r *http.Request)
+	Dialog(w http.ResponseWriter, r *http.Request)
+	Configure(w http.ResponseWriter, r *http.Request)
+	Static(w http.ResponseWriter, r *http.Request)
+	GetSettings(w http.ResponseWriter, r *http.Request)
+	PutSettings(w http.ResponseWriter, r *http.Request)
+	Search(w http.ResponseWriter, r *http.Request)
+	Post(w http.ResponseWriter, r *http.Request)
+	History(w http.ResponseWriter, r *http.Request)
+	ErrorPage(w http.ResponseWriter, r *http.Request, code int, msg string)
+}
+
+// Metrics are the collectors the public handler updates (package metrics
+// registers them).
+type Metrics struct {
+	Installs     *prometheus.CounterVec // result
+	Uninstalls   *prometheus.CounterVec // result
+	Webhooks     *prometheus.CounterVec // result
+	HTTPDuration prometheus.ObserverVec // route, code
+}
 
 // Deps are everything the public handler needs. All fields are required
 // unless marked otherwise.
 type Deps struct {
 	BaseURL    *url.URL
 	Descriptor descriptor.Descriptor
-	Store      addon.Store
-	HipChat    *hipchat.Client   // capabilities, token proof, installable_url
-	Verifier   *hipchat.Verifier // JWTs HipChat sends
-	Commands   *command.Runner
-	Metrics    *metrics.Metrics
+	Installs   Lifecycle
+	Outbox     Enqueuer
+	Auth       jwtauth.Auth // verifies every JWT HipChat sends
+	Commands   Parser
+	Pages      Pages // optional: no UI routes when nil
+	Metrics    Metrics
 	Logger     *slog.Logger
 	// AllowHost reports whether a host is on the operator's allowlist; it
 	// guards the uninstall redirect.
 	AllowHost    func(host string) bool
 	MaxBodyBytes int64
-	// UI serves the pages, glance and their API on the patterns UIPaths.
-	UI      http.Handler
-	UIPaths []string
-	Now     func() time.Time // optional, time.Now
+	Now          func() time.Time // optional, time.Now
 }
 
 type server struct {
 	Deps
 	descriptorJSON []byte
-	scopes         []string
 	outboundSlots  chan struct{} // see limited
 }
 
@@ -53,26 +103,7 @@ func NewServer(d Deps) http.Handler {
 	s := &server{
 		Deps:           d,
 		descriptorJSON: d.Descriptor.JSON(),
-		scopes:         d.Descriptor.Capabilities.HipchatAPIConsumer.Scopes,
 		outboundSlots:  make(chan struct{}, maxOutboundRequests),
 	}
 	return s.routes()
-}
-
-type ctxKey int
-
-const authKey ctxKey = 0
-
-type auth struct {
-	inst   addon.Installation
-	claims hipchat.Claims
-}
-
-func authFrom(ctx context.Context) auth {
-	a, _ := ctx.Value(authKey).(auth)
-	return a
-}
-
-func withAuth(ctx context.Context, a auth) context.Context {
-	return context.WithValue(ctx, authKey, a)
 }

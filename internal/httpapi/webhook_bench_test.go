@@ -20,6 +20,8 @@ import (
 	"github.com/hipconnect/hipconnect/internal/descriptor"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
+	"github.com/hipconnect/hipconnect/internal/install"
+	"github.com/hipconnect/hipconnect/internal/jwtauth"
 	"github.com/hipconnect/hipconnect/internal/metrics"
 	"github.com/hipconnect/hipconnect/internal/store"
 )
@@ -40,6 +42,7 @@ type envOptions struct {
 	baseURL      string    // "https://addon.example" if empty
 	maxBodyBytes int64     // 1 MiB if 0
 	log          io.Writer // JSON log lines at debug level; nil discards them
+	pages        Pages     // the UI routes' handlers; nil: none
 }
 
 // testEnv is a public handler and what a test inspects of it.
@@ -87,10 +90,13 @@ func newTestEnv(tb testing.TB, o envOptions) *testEnv {
 	}
 	e := &testEnv{db: db, m: metrics.New("test", nil)}
 	e.h = NewServer(Deps{
-		BaseURL: base, Descriptor: desc, Store: st, HipChat: &hipchat.Client{},
-		Verifier: &hipchat.Verifier{Store: st}, Commands: command.New(http.DefaultClient, "x", []command.Spec{{Name: "echo", Kind: command.KindEcho}}),
-		Metrics: e.m, Logger: logger,
-		AllowHost: func(string) bool { return false }, MaxBodyBytes: o.maxBodyBytes,
+		BaseURL: base, Descriptor: desc, Outbox: st,
+		Installs: &install.Service{Store: st, HipChat: &hipchat.Client{}, Logger: logger},
+		Auth:     jwtauth.Auth{Verifier: &hipchat.Verifier{Store: st}, Log: logger},
+		Commands: command.New(http.DefaultClient, "x", []command.Spec{{Name: "echo", Kind: command.KindEcho}}),
+		Metrics:  Metrics{Installs: e.m.Installs, Uninstalls: e.m.Uninstalls, Webhooks: e.m.Webhooks, HTTPDuration: e.m.HTTPDuration},
+		Pages:    o.pages,
+		Logger:   logger, AllowHost: func(string) bool { return false }, MaxBodyBytes: o.maxBodyBytes,
 	})
 	now := time.Now()
 	e.tok, err = hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{Subject: "1", RoomID: 100,

@@ -16,8 +16,10 @@ func TestStatus(t *testing.T) {
 		code     int
 		clientIs string
 	}{
-		{"own status", Errorf(http.StatusTeapot, "short and %s", "stout"), http.StatusTeapot, "short and stout"},
-		{"wrapped own status", fmt.Errorf("op: %w", &Error{Code: 401, Msg: "invalid JWT", Err: errors.New("secret detail")}), 401, "invalid JWT"},
+		{"status hint", addon.WithStatus(addon.Invalid, http.StatusTeapot, "short and %s", "stout"), http.StatusTeapot, "short and stout"},
+		{"wrapped kind", fmt.Errorf("op: %w", addon.Wrap(addon.Unauthorized, errors.New("secret detail"), "invalid JWT")), 401, "invalid JWT"},
+		{"busy", addon.Errorf(addon.Busy, "retry shortly"), 503, "retry shortly"},
+		{"unknown kind", addon.Errorf("nonsense", "x"), 500, "internal error"},
 		{"body too large", fmt.Errorf("decode: %w", &http.MaxBytesError{Limit: 1024}), 413, "request body over 1024 bytes"},
 		{"invalid", addon.Errorf(addon.Invalid, "bad"), 400, "bad"},
 		{"not found", addon.Errorf(addon.NotFound, "none"), 404, "none"},

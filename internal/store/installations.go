@@ -96,9 +96,12 @@ func (d *DB) Installations(ctx context.Context) ([]addon.Installation, error) {
 	return all, nil
 }
 
-// DeleteInstallation removes the installation, its token, its pending jobs,
-// its dead letters and its seen message ids in one transaction. Deleting an
-// absent installation returns NotFound.
+// DeleteInstallation removes, in one transaction, the installation, its
+// token, its pending jobs, its dead letters, its seen message ids (so its
+// messages are new again should it be installed again) and every key/value
+// entry under addon.KeyPrefix(oauthID) in every namespace except
+// CertMagicNamespace. Deleting an absent installation returns NotFound and
+// changes nothing.
 func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 	defer d.lookups.forget(oauthID)
 	var jobs int
@@ -114,61 +117,113 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 		if err := bucket(tx, bucketTokens).Delete(id); err != nil {
 			return err
 		}
-
 		var err error
 		if d.counts.none(oauthID) {
 			jobs = 0 // no need to read the outbox
 		} else if jobs, err = removeInstallationJobs(tx, oauthID); err != nil {
 			return err
 		}
-
-		dead := bucket(tx, bucketDead)
-		var deadKeys [][]byte
-		err = dead.ForEach(func(k, v []byte) error {
-			var dl struct {
-				Job struct {
-					OAuthID string `json:"oauthId"`
-				} `json:"job"`
-			}
-			if err := json.Unmarshal(v, &dl); err != nil {
-				return fmt.Errorf("dead letter %x: %w", k, err)
-			}
-			if dl.Job.OAuthID == oauthID {
-				deadKeys = append(deadKeys, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
+		if err := removeInstallationDead(tx, oauthID); err != nil {
 			return err
 		}
-		for _, k := range deadKeys {
-			if err := dead.Delete(k); err != nil {
-				return err
-			}
+		if err := removeInstallationSeen(tx, oauthID); err != nil {
+			return err
 		}
-
-		// Seen keys hold oauthID "\x00" after their date: all are read, but
-		// no value is decoded.
-		seen := bucket(tx, bucketSeen)
-		infix := seenKey(time.Time{}, oauthID, "")[8:]
-		var seenKeys [][]byte
-		_ = seen.ForEach(func(k, _ []byte) error {
-			if len(k) > 8 && bytes.HasPrefix(k[8:], infix) {
-				seenKeys = append(seenKeys, bytes.Clone(k))
-			}
-			return nil
-		})
-		for _, k := range seenKeys {
-			if err := seen.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
+		return removeInstallationKV(tx, oauthID)
 	})
 	if err == nil {
 		d.counts.removed(map[string]int{oauthID: jobs})
 	}
 	return err
+}
+
+// removeInstallationDead deletes the dead letters of an installation.
+func removeInstallationDead(tx *bolt.Tx, oauthID string) error {
+	dead := bucket(tx, bucketDead)
+	var keys [][]byte
+	err := dead.ForEach(func(k, v []byte) error {
+		var dl struct {
+			Job struct {
+				OAuthID string `json:"oauthId"`
+			} `json:"job"`
+		}
+		if err := json.Unmarshal(v, &dl); err != nil {
+			return fmt.Errorf("dead letter %x: %w", k, err)
+		}
+		if dl.Job.OAuthID == oauthID {
+			keys = append(keys, bytes.Clone(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return deleteKeys(dead, keys)
+}
+
+// removeInstallationSeen deletes the seen message ids of an installation.
+// Seen keys hold oauthID "\x00" after their date: all are read, but no
+// value is decoded.
+func removeInstallationSeen(tx *bolt.Tx, oauthID string) error {
+	seen := bucket(tx, bucketSeen)
+	infix := seenKey(time.Time{}, oauthID, "")[8:]
+	var keys [][]byte
+	_ = seen.ForEach(func(k, _ []byte) error {
+		if len(k) > 8 && bytes.HasPrefix(k[8:], infix) {
+			keys = append(keys, bytes.Clone(k))
+		}
+		return nil
+	})
+	return deleteKeys(seen, keys)
+}
+
+// removeInstallationKV deletes the keys under addon.KeyPrefix(oauthID) in
+// every KV namespace bucket but CertMagicNamespace's. Keys are in byte
+// order, so each bucket is read from the prefix on, only as far as it goes.
+func removeInstallationKV(tx *bolt.Tx, oauthID string) error {
+	prefix := []byte(addon.KeyPrefix(oauthID))
+	for _, name := range kvBucketNames(tx) {
+		if name == kvBucketPrefix+CertMagicNamespace {
+			continue
+		}
+		b := tx.Bucket([]byte(name))
+		if err := deleteKeys(b, keysWithPrefix(b, prefix)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// kvBucketNames returns the names of the KV namespace buckets.
+func kvBucketNames(tx *bolt.Tx) []string {
+	var names []string
+	p := []byte(kvBucketPrefix)
+	c := tx.Cursor()
+	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		names = append(names, string(k))
+	}
+	return names
+}
+
+// keysWithPrefix returns copies of the keys in b that start with prefix.
+func keysWithPrefix(b *bolt.Bucket, prefix []byte) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys
+}
+
+// deleteKeys deletes keys from b (deleting while a cursor walks b would
+// make it skip keys, so callers collect them first).
+func deleteKeys(b *bolt.Bucket, keys [][]byte) error {
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PutToken stores the access token of an installation. It returns NotFound

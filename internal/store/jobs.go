@@ -68,17 +68,19 @@ func lookupSeen(seen *bolt.Bucket, sk []byte) (key, value []byte) {
 	return nil, nil
 }
 
-// Enqueue stores j unless a job with the same (OAuthID, MessageID) was
-// enqueued before (and not yet pruned, see PruneSeen); it reports whether j
-// was new. The check and the mark happen in the same transaction as the
-// store, so a duplicate delivery never makes a second job, however many race.
-// A job with an empty MessageID is always new. A duplicate is recognised by
-// its MessageDate and MessageID (a delivery of the same message carries the
-// same date), or by its MessageID alone if the first had no date.
+// Enqueue stores j unless a job with the same (OAuthID, MessageDate,
+// MessageID) was enqueued before (and its seen message id not yet pruned,
+// see PruneSeen); it reports whether j was new. The check and the mark
+// happen in the same transaction as the store, so a duplicate delivery
+// never makes a second job, however many race. A job with an empty
+// MessageID is always new. Beyond the contract, a job is also a duplicate
+// of an earlier one with its MessageID and no MessageDate (recorded before
+// schema 3 kept dates, or sent without one).
 //
-// A new job gets the next ID (increasing) and, if j.Received is zero, the
-// store's current time. For a duplicate, Enqueue returns the stored job if it
-// is still pending, or else j with the first job's ID.
+// A new job gets the next ID, greater than every ID before it (IDs are
+// never reused), and, if j.Received is zero, the store's current time. For
+// a duplicate, Enqueue returns the stored job if it is still pending, or
+// else j with the first job's ID.
 //
 // The installation must exist (NotFound otherwise), so a job cannot outlive
 // a concurrent DeleteInstallation. With Options.MaxPendingPerInstallation, a
@@ -332,10 +334,12 @@ func countJobs(tx *bolt.Tx) (map[string]int, error) {
 	return counts, err
 }
 
-// PruneSeen forgets the seen message ids received before olderThan, and
-// returns how many it forgot. It reads the keys dated before olderThan (the
-// oldest; messages dated later but received earlier, from a HipChat clock
-// ahead of ours, wait until their date passes too). The daemon calls it
+// PruneSeen forgets the seen message ids dated before olderThan, and
+// returns how many it forgot; a message enqueued again after that is new.
+// It reads the keys dated before olderThan only (the oldest), and of those
+// forgets the ones also received (by the store's clock) before olderThan:
+// a message HipChat dated earlier than it reached us, from a clock behind
+// ours, is kept until its receipt is as old. The daemon calls it
 // periodically with now.Add(-SeenRetention). It runs in one write
 // transaction.
 func (d *DB) PruneSeen(ctx context.Context, olderThan time.Time) (int, error) {

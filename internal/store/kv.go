@@ -12,11 +12,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// KV is a namespace of the generic key/value area: a top-level bucket
-// "kv/<namespace>" of its own, created on first Put. Each value is stored
-// with its modified time. A *KV is safe for concurrent use; writes are on
-// disk when they return nil. Its not-found errors are of kind NotFound and
-// also satisfy errors.Is(err, fs.ErrNotExist).
+// KV is a namespace of the generic key/value area, implementing addon.KV:
+// a top-level bucket "kv/<namespace>" of its own, created on first write.
+// Each value is stored with its modified time. A *KV is safe for concurrent
+// use; writes are on disk when they return nil. Its not-found errors are of
+// kind NotFound and also satisfy errors.Is(err, fs.ErrNotExist).
+//
+// Keys under addon.KeyPrefix(oauthID) belong to that installation:
+// DeleteInstallation removes them, in every namespace but
+// CertMagicNamespace (certificates belong to hosts, not installations).
 //
 // With a key, the values of keys ending in ".key" in CertMagicNamespace
 // (private keys) are stored encrypted; Get decrypts them and Stat reports
@@ -26,12 +30,18 @@ type KV struct {
 	namespace string
 }
 
+var _ addon.KV = (*KV)(nil)
+
 // kvHeader is the size of the modified time stored before each value.
 const kvHeader = 8
 
-// KV returns the key/value namespace with the given name. It touches
-// nothing; namespaces need no registration.
-func (d *DB) KV(namespace string) *KV {
+// KV returns the key/value namespace with the given name (see type KV). It
+// touches nothing; namespaces need no registration.
+func (d *DB) KV(namespace string) addon.KV { return d.kvNamespace(namespace) }
+
+// kvNamespace is KV with the concrete type, for the store's own users of
+// what addon.KV lacks (Stat, the bucket).
+func (d *DB) kvNamespace(namespace string) *KV {
 	return &KV{d: d, namespace: namespace}
 }
 
@@ -49,8 +59,9 @@ func (kv *KV) secret(key string) bool {
 	return kv.d.sealer != nil && kvSecret(kv.namespace, key)
 }
 
-// Get returns a copy of the value at key, or NotFound. A secret value that
-// does not decrypt is an ErrWrongKey error.
+// Get returns a copy of the value at key (empty, not nil, for an empty
+// value), or NotFound. A secret value that does not decrypt is an
+// ErrWrongKey error.
 func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
 	var val []byte
 	err := kv.d.view(ctx, "kv get", func(tx *bolt.Tx) error {
@@ -99,14 +110,14 @@ func (kv *KV) Put(ctx context.Context, key string, val []byte) error {
 	})
 }
 
-// Update replaces the value at key with what fn makes of it, as one atomic
-// step: no other write to key comes between fn's read and the write. fn
-// gets the current value and true, or nil and false when key is absent;
-// old belongs to the store and is valid only while fn runs, so fn must
-// neither modify nor retain it. The value fn returns is stored with the
-// store's current time as modified time. An error from fn stores nothing
-// and is returned by Update as it is (if it is an *addon.Error) or
-// wrapped. An empty key is Invalid.
+// Update stores what fn makes of the value at key, as one atomic step: no
+// other write to key comes between fn's read and the write. fn gets the
+// current value and true, or nil and false when key is absent; old belongs
+// to the store and is valid only while fn runs, so fn must neither modify
+// nor retain it. The value fn returns is stored with the store's current
+// time as modified time. An error from fn stores nothing and is returned
+// by Update as it is (if it is an *addon.Error) or wrapped (errors.Is
+// finds it). An empty key is Invalid.
 //
 // Concurrent Updates, of any keys, share one transaction and one fsync
 // (see Options.BatchDelay), so a lone Update waits up to that delay. That

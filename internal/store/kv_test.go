@@ -21,7 +21,7 @@ func TestKV(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
 	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{Now: clk.Now})
-	kv := d.KV("settings")
+	kv := d.kvNamespace("settings")
 
 	if _, err := kv.Get(ctx, "x"); !addon.IsNotFound(err) || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Get in untouched namespace err = %v, want NotFound and fs.ErrNotExist", err)
@@ -102,7 +102,7 @@ func TestKVUpdate(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock()
 	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{Now: clk.Now})
-	kv := d.KV("ui")
+	kv := d.kvNamespace("ui")
 
 	if err := kv.Update(ctx, "", func([]byte, bool) ([]byte, error) { return nil, nil }); addon.KindOf(err) != addon.Invalid {
 		t.Errorf("Update of empty key err = %v, want Invalid", err)
@@ -163,7 +163,7 @@ func TestKVUpdate(t *testing.T) {
 func TestKVUpdateConcurrent(t *testing.T) {
 	ctx := context.Background()
 	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{})
-	kv := d.KV("ui")
+	kv := d.kvNamespace("ui")
 	const keys, workers, rounds = 3, 24, 10
 	incr := func(old []byte, found bool) ([]byte, error) {
 		n := 0
@@ -213,7 +213,7 @@ func TestKVUpdateConcurrent(t *testing.T) {
 func TestKVUpdateSecret(t *testing.T) {
 	ctx := context.Background()
 	d := openPath(t, filepath.Join(t.TempDir(), "hipconnect.db"), Options{Key: testKey(1)})
-	kv := d.KV(CertMagicNamespace)
+	kv := d.kvNamespace(CertMagicNamespace)
 	const key = "certificates/a.example/a.example.key"
 	for _, want := range []string{"", "PRIVATE"} {
 		err := kv.Update(ctx, key, func(old []byte, found bool) ([]byte, error) {

@@ -3,7 +3,7 @@
 // key/value area (certmagic's certificates among them) and a schema version,
 // all in one bbolt file.
 //
-// Layout of the file (top-level buckets), schema version 3:
+// Layout of the file (top-level buckets), schema version 4:
 //
 //	meta           "schema_version" -> 8-byte big-endian version
 //	               "secrets"        -> key check (present iff secrets are encrypted)
@@ -15,12 +15,14 @@
 //	seen           8-byte big-endian message date (Unix µs, 0 if unknown) ||
 //	               oauthId "\x00" messageId -> 8-byte job id || 8-byte received (Unix ns)
 //	kv/<namespace> key -> 8-byte big-endian modified time (Unix ns) || value
+//	               (the keys of an installation under addon.KeyPrefix)
 //
 // Schema 1 had no "dead". Schema 2 also had "pending_counts" (the jobs of
 // each installation, now counted at Open and kept in memory) and
 // "room_queue" (an index of the jobs by room), both written with every job,
-// and keyed "seen" by oauthId "\x00" messageId with JSON values. Open
-// migrates both.
+// and keyed "seen" by oauthId "\x00" messageId with JSON values. Schema 3
+// kept the installations' keys of kv/ui as "settings/" and "room/" followed
+// by the escaped oauthId (see migrate3to4). Open migrates them all.
 //
 // With Options.Key, secrets are stored encrypted (see secrets.go): the
 // oauthSecret of an installation, the accessToken of a token and the values
@@ -50,7 +52,7 @@ import (
 
 // SchemaVersion is the version of the file layout this code reads and writes.
 // Open refuses a file with a newer version and migrates an older one.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // DefaultTimeout is how long Open waits for the file lock when
 // Options.Timeout is zero.
@@ -184,7 +186,7 @@ func Open(path string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("store: open: %s: %w", path, err)
 	}
 	d.db = bdb
-	d.certs = newCertStorage(d.KV(CertMagicNamespace))
+	d.certs = newCertStorage(d.kvNamespace(CertMagicNamespace))
 
 	var compact bool
 	if err := bdb.Update(func(tx *bolt.Tx) (err error) {
@@ -257,7 +259,9 @@ func initSchema(tx *bolt.Tx, s *sealer) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("migrate schema %d to %d: %w", from, from+1, err)
 		}
-		notes = append(notes, note)
+		if note != "" {
+			notes = append(notes, note)
+		}
 	}
 	meta, err := tx.CreateBucketIfNotExists([]byte(bucketMeta))
 	if err != nil {
@@ -294,6 +298,8 @@ func migrate(tx *bolt.Tx, from uint64) (string, error) {
 		return migrate1to2(tx)
 	case 2:
 		return migrate2to3(tx)
+	case 3:
+		return migrate3to4(tx)
 	default:
 		return "", fmt.Errorf("no migration from schema version %d", from)
 	}

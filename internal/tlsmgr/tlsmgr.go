@@ -32,17 +32,38 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Modes.
+// Mode selects how a Manager gets the certificate of the public listener.
+// Its values are the values of tls.mode in the configuration; Valid tells
+// whether a Mode is one of them.
+type Mode string
+
+// The modes a Manager supports (see the package documentation).
 const (
-	ModeOff        = "off"
-	ModeSelfSigned = "self-signed"
-	ModeFiles      = "files"
-	ModeACME       = "acme"
+	ModeOff        Mode = "off"         // no TLS: a proxy in front may terminate it
+	ModeSelfSigned Mode = "self-signed" // a local CA and a leaf made at start
+	ModeFiles      Mode = "files"       // a certificate and key from files
+	ModeACME       Mode = "acme"        // from an (internal) ACME CA
 )
+
+// Modes returns every valid Mode, in the order documentation and error
+// messages list them. Each call returns a new slice the caller may modify.
+func Modes() []Mode {
+	return []Mode{ModeOff, ModeSelfSigned, ModeFiles, ModeACME}
+}
+
+// Valid reports whether m is one of the modes Modes returns. The zero Mode
+// is not valid.
+func (m Mode) Valid() bool {
+	switch m {
+	case ModeOff, ModeSelfSigned, ModeFiles, ModeACME:
+		return true
+	}
+	return false
+}
 
 // Options configure a Manager.
 type Options struct {
-	Mode string // "off" | "self-signed" | "files" | "acme"
+	Mode Mode // one of Modes(); New refuses any other value
 	// Host is the host of the public base_url (a DNS name or an IP address):
 	// the name the certificate is for.
 	Host string
@@ -79,7 +100,7 @@ type ACME struct {
 
 // Manager provides the certificate of the public listener.
 type Manager struct {
-	mode   string
+	mode   Mode
 	host   string
 	log    *slog.Logger
 	now    func() time.Time
@@ -142,7 +163,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
-	m.log = m.log.With(slog.String("component", "tlsmgr"), slog.String("mode", o.Mode))
+	m.log = m.log.With(slog.String("component", "tlsmgr"), slog.String("mode", string(o.Mode)))
 	if m.now == nil {
 		m.now = time.Now
 	}

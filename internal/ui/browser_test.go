@@ -74,13 +74,9 @@ func TestBrowser(t *testing.T) {
 	hcOrigin := "http://" + hcLn.Addr().String()
 	f := newFixture(t, fixtureOpts{origin: hcOrigin, blogAddr: "127.0.0.4:0", realTime: true})
 
-	// The add-on: Handler on the route patterns of Paths, without the
-	// public middleware (its Host check is not under test here).
-	mux := http.NewServeMux()
-	for _, p := range Paths() {
-		mux.Handle(p, f.ui.Handler())
-	}
-	addonSrv := listen(t, "127.0.0.1:0", mux)
+	// The add-on: the UI's routes as the public listener mounts them
+	// (its Host check is not under test here).
+	addonSrv := listen(t, "127.0.0.1:0", f.h)
 
 	sign := func() string {
 		now := time.Now()
@@ -222,7 +218,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("save")),
 	)
 	waitFor(configure, "settings saved", `document.getElementById('status').textContent === 'Settings saved.'`)
-	st, err := f.ui.Settings(context.Background(), f.inst.OAuthID)
+	st, err := f.slash.Settings(context.Background(), f.inst.OAuthID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,42 +5,42 @@ import (
 	"strings"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/httperr"
+	"github.com/hipconnect/hipconnect/internal/slash"
 )
 
-// glance answers the glance's queryUrl (PROTOCOL.md section 7): HipChat's
+// Glance answers the glance's queryUrl (PROTOCOL.md section 7): HipChat's
 // client calls it cross-origin with signed_request when it shows a room,
 // and gets the glance content. CORS admits the installation's HipChat
 // origin only.
-func (u *UI) glance(w http.ResponseWriter, r *http.Request) {
-	s, err := u.authenticate(r, fromAnywhere)
-	if err != nil {
-		u.fail(w, r, err, nil)
-		return
+func (u *UI) Glance(w http.ResponseWriter, r *http.Request) {
+	s, err := session(r)
+	if err == nil {
+		u.cors(w, r, s.Inst)
+		err = s.NeedRoom()
 	}
-	u.cors(w, r, s.inst)
-	if err := s.needRoom(); err != nil {
-		u.fail(w, r, err, &s)
-		return
+	var rec slash.Record
+	if err == nil {
+		rec, err = u.d.Slash.Room(r.Context(), s.Inst.OAuthID, s.Room)
 	}
-	rec, err := u.room(r.Context(), s.inst.OAuthID, s.room)
 	if err != nil {
-		u.fail(w, r, err, &s)
+		u.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, glanceContent(rec, u.d.Now()))
+	httperr.WriteJSON(w, http.StatusOK, slash.GlanceContent(rec, u.d.Now()))
 }
 
-// glancePreflight answers a CORS preflight of the glance the same way: the
+// GlancePreflight answers a CORS preflight of the glance the same way: the
 // signed_request in its URL must be valid, and only the installation's
 // HipChat origin is admitted.
-func (u *UI) glancePreflight(w http.ResponseWriter, r *http.Request) {
-	s, err := u.authenticate(r, fromAnywhere)
+func (u *UI) GlancePreflight(w http.ResponseWriter, r *http.Request) {
+	s, err := session(r)
 	if err != nil {
-		u.fail(w, r, err, nil)
+		u.fail(w, r, err)
 		return
 	}
-	if u.cors(w, r, s.inst) {
+	if u.cors(w, r, s.Inst) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Methods", "GET")
 		h.Set("Access-Control-Allow-Headers", "Authorization")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,11 +18,13 @@ import (
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/command"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
+	"github.com/hipconnect/hipconnect/internal/jwtauth"
+	"github.com/hipconnect/hipconnect/internal/slash"
 	"github.com/hipconnect/hipconnect/internal/store"
 )
 
-// Interface guard: the bbolt KV is what the daemon passes.
-var _ KV = (*store.KV)(nil)
+// Interface guard: the slash-command service is what the daemon passes.
+var _ Slash = (*slash.Service)(nil)
 
 const (
 	testOAuthID = "cba74fbc-1b26-407e-811d-b9e377e4c440"
@@ -48,11 +51,13 @@ type pushed struct {
 // fixture is a UI on a real bbolt store with one installation, a fake
 // blog backend, and fakes recording what is posted and pushed.
 type fixture struct {
-	t    testing.TB
-	db   *store.DB
-	ui   *UI
-	deps Deps
-	inst addon.Installation
+	t     testing.TB
+	db    *store.DB
+	kv    addon.KV // the slash service's
+	slash *slash.Service
+	ui    *UI
+	h     http.Handler // the UI's routes as the public listener mounts them
+	inst  addon.Installation
 
 	mu      sync.Mutex
 	now     time.Time
@@ -114,24 +119,55 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 			return nil
 		}
 	}
-	f.deps = Deps{
-		Store:        db,
-		KV:           db.KV("ui"),
-		Verifier:     &hipchat.Verifier{Store: db, Now: clock},
-		Commands:     runner,
-		CommandNames: []string{"hascode", "echo"},
+	f.kv = db.KV("ui")
+	f.slash = slash.New(slash.Deps{Commands: runner, KV: f.kv, CommandNames: []string{"hascode", "echo"},
+		PushGlance: push, GlanceKey: glanceKey, Now: clock})
+	f.ui = New(Deps{
+		Installations: db,
+		Slash:         f.slash,
 		Post: func(_ context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.posts = append(f.posts, posted{inst.OAuthID, roomID, n})
 			return nil
 		},
-		PushGlance: push,
-		GlanceKey:  glanceKey,
-		Now:        clock,
-	}
-	f.ui = New(f.deps)
+		Now: clock,
+	})
+	f.h = mount(f.ui, jwtauth.Auth{Verifier: &hipchat.Verifier{Store: db, Now: clock}, Log: slog.New(slog.DiscardHandler)})
 	return f
+}
+
+// mount serves u's handlers on the routes httpapi's routes.go gives them,
+// behind the same JWT middleware and under the default headers the public
+// listener sets on every response (internal/httpapi cannot be imported
+// here: it imports ui).
+func mount(u *UI, auth jwtauth.Auth) http.Handler {
+	page := func(h http.HandlerFunc) http.HandlerFunc { return auth.Require(jwtauth.Anywhere, u.ErrorPage, h) }
+	api := func(h http.HandlerFunc) http.HandlerFunc { return auth.Require(jwtauth.HeaderOnly, u.ErrorPage, h) }
+	mux := http.NewServeMux()
+	for pattern, h := range map[string]http.HandlerFunc{
+		"GET /glance":       page(u.Glance),
+		"OPTIONS /glance":   page(u.GlancePreflight),
+		"GET /sidebar":      page(u.Sidebar),
+		"GET /dialog":       page(u.Dialog),
+		"GET /configure":    page(u.Configure),
+		"GET /static/":      u.Static,
+		"GET /api/settings": api(u.GetSettings),
+		"PUT /api/settings": api(u.PutSettings),
+		"POST /api/search":  api(u.Search),
+		"POST /api/post":    api(u.Post),
+		"GET /api/history":  api(u.History),
+	} {
+		mux.HandleFunc(pattern, h)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h.Set("Cache-Control", "no-store")
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // listen serves h on addr ("127.0.0.1:0" when empty) until the test ends.
@@ -260,7 +296,7 @@ func (f *fixture) do(q req) resp {
 		r.Header.Set("Content-Type", ct)
 	}
 	w := httptest.NewRecorder()
-	f.ui.Handler().ServeHTTP(w, r)
+	f.h.ServeHTTP(w, r)
 	return resp{code: w.Code, h: w.Result().Header, body: w.Body.String()}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/jwtauth"
+	"github.com/hipconnect/hipconnect/internal/slash"
 )
 
 //go:embed static templates
@@ -58,46 +60,56 @@ type pageData struct {
 	Body    any    // the page's own data
 }
 
-// page wraps a page handler: it authenticates the signed_request, and
-// renders what the handler returns with the page's CSP.
-func (u *UI) page(render func(r *http.Request, s session) (name string, title string, body any, err error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		s, err := u.authenticate(r, fromAnywhere)
-		if err != nil {
-			u.fail(w, r, err, nil)
-			return
-		}
-		origin, err := hipchatOrigin(s.inst)
-		if err != nil {
-			u.fail(w, r, err, &s)
-			return
-		}
-		name, title, body, err := render(r, s)
-		if err != nil {
-			u.fail(w, r, err, &s)
-			return
-		}
-		var buf bytes.Buffer
-		err = pages.ExecuteTemplate(&buf, name+".html", pageData{
-			Title: title, Root: relRoot(r.URL.Path), Version: u.version,
-			AllJS: origin + "/atlassian-connect/all.js", Token: s.token, Page: name, Body: body,
-		})
-		if err != nil {
-			u.fail(w, r, fmt.Errorf("ui: render %s: %w", name, err), &s)
-			return
-		}
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Content-Security-Policy", pageCSP(origin))
-		h.Set("Cache-Control", "no-store")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Content-Type-Options", "nosniff")
-		_, _ = w.Write(buf.Bytes())
+// renderer makes a page for a session: the template name, its title and
+// its data.
+type renderer func(r *http.Request, s jwtauth.Session) (name string, title string, body any, err error)
+
+// Sidebar renders the sidebar web panel: the room's recent searches.
+func (u *UI) Sidebar(w http.ResponseWriter, r *http.Request) { u.page(w, r, u.sidebar) }
+
+// Dialog renders the search dialog.
+func (u *UI) Dialog(w http.ResponseWriter, r *http.Request) { u.page(w, r, u.dialog) }
+
+// Configure renders the configuration page.
+func (u *UI) Configure(w http.ResponseWriter, r *http.Request) { u.page(w, r, u.configure) }
+
+// page renders what render returns for r's session with the page's CSP.
+func (u *UI) page(w http.ResponseWriter, r *http.Request, render renderer) {
+	s, err := session(r)
+	if err != nil {
+		u.fail(w, r, err)
+		return
 	}
+	origin, err := hipchatOrigin(s.Inst)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	name, title, body, err := render(r, s)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	var buf bytes.Buffer
+	err = pages.ExecuteTemplate(&buf, name+".html", pageData{
+		Title: title, Root: relRoot(r.URL.Path), Version: u.version,
+		AllJS: origin + "/atlassian-connect/all.js", Token: s.Token, Page: name, Body: body,
+	})
+	if err != nil {
+		u.fail(w, r, fmt.Errorf("ui: render %s: %w", name, err))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", pageCSP(origin))
+	_, _ = w.Write(buf.Bytes())
 }
 
-// errorPage writes a small page saying what went wrong.
-func (u *UI) errorPage(w http.ResponseWriter, r *http.Request, code int, msg, origin string) {
+// ErrorPage writes a small page saying what went wrong (an httperr.Page),
+// framed only by the HipChat origin of the session, or of the installation
+// a refused token names.
+func (u *UI) ErrorPage(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	origin := u.frameOrigin(r.Context(), r)
 	title := "Something went wrong"
 	switch code {
 	case http.StatusUnauthorized:
@@ -109,7 +121,6 @@ func (u *UI) errorPage(w http.ResponseWriter, r *http.Request, code int, msg, or
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", errorCSP(origin))
-	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_ = pages.ExecuteTemplate(w, "error.html", pageData{Title: title, Root: relRoot(r.URL.Path), Version: u.version,
 		Body: map[string]any{"Code": code, "Message": msg}})
@@ -127,64 +138,65 @@ func location(tz string) *time.Location {
 
 // sidebarSearch is a Search with its time in the user's zone.
 type sidebarSearch struct {
-	Search
+	slash.Search
 	Local time.Time
 }
 
-func (u *UI) sidebar(r *http.Request, s session) (string, string, any, error) {
-	if err := s.needRoom(); err != nil {
+func (u *UI) sidebar(r *http.Request, s jwtauth.Session) (string, string, any, error) {
+	if err := s.NeedRoom(); err != nil {
 		return "", "", nil, err
 	}
-	rec, err := u.room(r.Context(), s.inst.OAuthID, s.room)
+	rec, err := u.d.Slash.Room(r.Context(), s.Inst.OAuthID, s.Room)
 	if err != nil {
 		return "", "", nil, err
 	}
-	loc := location(s.claims.UserTZ)
+	loc := location(s.Claims.UserTZ)
 	var list []sidebarSearch
 	for _, x := range rec.Searches {
 		list = append(list, sidebarSearch{Search: x, Local: x.At.In(loc)})
 	}
-	st, err := u.Settings(r.Context(), s.inst.OAuthID)
+	st, err := u.d.Slash.Settings(r.Context(), s.Inst.OAuthID)
 	if err != nil {
 		return "", "", nil, err
 	}
 	example := ""
-	if cmds := u.searchCommands(st); len(cmds) > 0 {
+	if cmds := u.d.Slash.SearchCommands(st); len(cmds) > 0 {
 		example = "/" + cmds[0] + " java"
 	}
-	count, _ := rec.thisWeek(u.d.Now())
+	count, _ := rec.ThisWeek(u.d.Now())
 	return "sidebar", "Recent searches", map[string]any{
 		"Searches": list, "WeekCount": count, "Example": example,
 	}, nil
 }
 
-func (u *UI) dialog(r *http.Request, s session) (string, string, any, error) {
-	if err := s.needRoom(); err != nil {
+func (u *UI) dialog(r *http.Request, s jwtauth.Session) (string, string, any, error) {
+	if err := s.NeedRoom(); err != nil {
 		return "", "", nil, err
 	}
-	st, err := u.Settings(r.Context(), s.inst.OAuthID)
+	st, err := u.d.Slash.Settings(r.Context(), s.Inst.OAuthID)
 	if err != nil {
 		return "", "", nil, err
 	}
-	return "dialog", "Search", map[string]any{"Commands": u.searchCommands(st)}, nil
+	return "dialog", "Search", map[string]any{"Commands": u.d.Slash.SearchCommands(st)}, nil
 }
 
 // configCommand is one command on the configuration page.
 type configCommand struct {
-	Name, Kind string
+	Name       string
+	Kind       command.Kind
 	Enabled    bool
 	MaxResults int // the configured default, 0 for echo
 }
 
-func (u *UI) configure(r *http.Request, s session) (string, string, any, error) {
-	st, err := u.Settings(r.Context(), s.inst.OAuthID)
+func (u *UI) configure(r *http.Request, s jwtauth.Session) (string, string, any, error) {
+	st, err := u.d.Slash.Settings(r.Context(), s.Inst.OAuthID)
 	if err != nil {
 		return "", "", nil, err
 	}
 	var cmds []configCommand
 	var defaults []string
-	for _, n := range u.commands {
-		spec, _ := u.d.Commands.Spec(n)
+	for _, spec := range u.d.Slash.Commands() {
+		n := spec.Name
 		c := configCommand{Name: n, Kind: spec.Kind, Enabled: st.Enabled(n)}
 		if spec.Kind != command.KindEcho {
 			if c.Kind == "" {
@@ -196,7 +208,7 @@ func (u *UI) configure(r *http.Request, s session) (string, string, any, error) 
 		cmds = append(cmds, c)
 	}
 	return "configure", "Settings", map[string]any{
-		"Commands": cmds, "MaxResults": st.MaxResults, "Limit": MaxResultsLimit,
+		"Commands": cmds, "MaxResults": st.MaxResults, "Limit": slash.MaxResultsLimit,
 		"Defaults": strings.Join(defaults, ", "),
 	}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/command"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
+	"github.com/hipconnect/hipconnect/internal/slash"
 )
 
 // endpoint is one authenticated UI route with a request it accepts.
@@ -35,24 +36,6 @@ func authEndpoints() []endpoint {
 		{"POST", "/api/search", `{"command":"hascode","term":"java"}`},
 		{"POST", "/api/post", `{"command":"hascode","term":"java"}`},
 		{"GET", "/api/history", ""},
-	}
-}
-
-func TestPathsCoverEndpoints(t *testing.T) {
-	paths := map[string]bool{}
-	for _, p := range Paths() {
-		paths[p] = true
-	}
-	for _, e := range authEndpoints() {
-		if !paths[e.method+" "+e.path] {
-			t.Errorf("Paths() lacks %s %s", e.method, e.path)
-		}
-	}
-	if !paths["GET /static/"] {
-		t.Error("Paths() lacks GET /static/")
-	}
-	if got, want := len(Paths()), len(authEndpoints())+1; got != want {
-		t.Errorf("len(Paths()) = %d, want %d", got, want)
 	}
 }
 
@@ -180,7 +163,7 @@ func TestAPIRefusesSignedRequest(t *testing.T) {
 			if res.code != tt.wantCode {
 				t.Fatalf("status = %d %s, want %d", res.code, res.body, tt.wantCode)
 			}
-			st, err := f.ui.Settings(context.Background(), testOAuthID)
+			st, err := f.slash.Settings(context.Background(), testOAuthID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +234,7 @@ func TestPages(t *testing.T) {
 		if !strings.Contains(res.body, `<option value="hascode">/hascode</option>`) || strings.Contains(res.body, `value="echo"`) {
 			t.Errorf("dialog commands wrong:\n%s", res.body)
 		}
-		if _, err := f.ui.SaveSettings(context.Background(), testOAuthID, Settings{Disabled: map[string]bool{"hascode": true}}); err != nil {
+		if _, err := f.slash.SaveSettings(context.Background(), testOAuthID, slash.Settings{Disabled: map[string]bool{"hascode": true}}); err != nil {
 			t.Fatal(err)
 		}
 		res = f.do(req{method: "GET", path: "/dialog", query: f.jwt(testRoom)})
@@ -278,11 +261,11 @@ func TestSidebarListsHistory(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	ctx := context.Background()
 	hits := []command.Hit{{Title: "Java <script>alert(1)</script>", URL: "https://blog.example/j1"}, {Title: "J2", URL: "https://blog.example/j2"}}
-	if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", hits); err != nil {
+	if err := f.slash.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", hits); err != nil {
 		t.Fatal(err)
 	}
 	f.advance(time.Minute)
-	if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "go", nil); err != nil {
+	if err := f.slash.AfterSearch(ctx, f.inst, testRoom, "hascode", "go", nil); err != nil {
 		t.Fatal(err)
 	}
 	res := f.do(req{method: "GET", path: "/sidebar", query: f.jwt(testRoom)})
@@ -306,7 +289,7 @@ func TestSidebarListsHistory(t *testing.T) {
 	}
 
 	var got struct {
-		Searches  []Search
+		Searches  []slash.Search
 		WeekCount int
 	}
 	f.apiJSON("GET", "/api/history", "", http.StatusOK, &got)
@@ -356,7 +339,7 @@ func TestGlanceQuery(t *testing.T) {
 				for i := range hits {
 					hits[i] = command.Hit{Title: "t", URL: "https://blog.example/x"}
 				}
-				if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", hits); err != nil {
+				if err := f.slash.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", hits); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -421,7 +404,7 @@ func TestSettings(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	ctx := context.Background()
 
-	st, err := f.ui.Settings(ctx, testOAuthID)
+	st, err := f.slash.Settings(ctx, testOAuthID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,8 +441,8 @@ func TestSettings(t *testing.T) {
 		})
 	}
 
-	// Persisted in bbolt, normalised, and read by a fresh UI on the same store.
-	fresh := New(f.deps)
+	// Persisted in bbolt, normalised, and read by a fresh service on the same store.
+	fresh := slash.New(slash.Deps{Commands: command.New(http.DefaultClient, "x", nil), KV: f.db.KV("ui")})
 	st, err = fresh.Settings(ctx, testOAuthID)
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +450,7 @@ func TestSettings(t *testing.T) {
 	if st.MaxResults != 3 || !st.Disabled["echo"] || len(st.Disabled) != 1 || st.Enabled("echo") || !st.Enabled("hascode") {
 		t.Errorf("stored settings = %+v", st)
 	}
-	var got Settings
+	var got slash.Settings
 	f.apiJSON("GET", "/api/settings", "", http.StatusOK, &got)
 	if got.MaxResults != 3 || !got.Disabled["echo"] {
 		t.Errorf("GET /api/settings = %+v", got)
@@ -487,7 +470,7 @@ func TestDialogSearchAndPost(t *testing.T) {
 	var found struct {
 		Command, Term string
 		Total         int
-		Hits          []Hit
+		Hits          []slash.Hit
 	}
 	f.apiJSON("POST", "/api/search", `{"command":"hascode","term":"  java "}`, http.StatusOK, &found)
 	if found.Total != 25 || len(found.Hits) != 3 || found.Term != "java" || found.Hits[0].URL != "https://blog.example/java/1" {
@@ -529,7 +512,7 @@ func TestDialogSearchAndPost(t *testing.T) {
 	if len(gl) != 1 || gl[0].G.Key != glanceKey || gl[0].RoomID != testRoom || gl[0].G.Content.Status == nil {
 		t.Errorf("glance pushes = %+v", gl)
 	}
-	h, err := f.ui.History(context.Background(), testOAuthID, testRoom)
+	h, err := f.slash.History(context.Background(), testOAuthID, testRoom)
 	if err != nil || len(h) != 1 || h[0].Term != "java" || h[0].Total != 25 || len(h[0].Hits) != 3 {
 		t.Errorf("history = %+v, %v", h, err)
 	}
@@ -557,24 +540,24 @@ func TestAfterSearchKeepsNewest(t *testing.T) {
 		if i == 24 {
 			hits = nil
 		}
-		if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "term"+string(rune('A'+i)), hits); err != nil {
+		if err := f.slash.AfterSearch(ctx, f.inst, testRoom, "hascode", "term"+string(rune('A'+i)), hits); err != nil {
 			t.Fatal(err)
 		}
 		f.advance(time.Second)
 	}
-	h, err := f.ui.History(ctx, testOAuthID, testRoom)
+	h, err := f.slash.History(ctx, testOAuthID, testRoom)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(h) != HistoryLimit {
-		t.Fatalf("history = %d searches, want %d", len(h), HistoryLimit)
+	if len(h) != slash.HistoryLimit {
+		t.Fatalf("history = %d searches, want %d", len(h), slash.HistoryLimit)
 	}
 	if h[0].Term != "termY" || h[19].Term != "termF" {
 		t.Errorf("history runs %s..%s, want termY..termF", h[0].Term, h[19].Term)
 	}
 	for _, s := range h[1:] {
-		if len(s.Hits) != HitsPerSearch || s.Total != 4 {
-			t.Errorf("search %s keeps %d hits of %d, want %d of 4", s.Term, len(s.Hits), s.Total, HitsPerSearch)
+		if len(s.Hits) != slash.HitsPerSearch || s.Total != 4 {
+			t.Errorf("search %s keeps %d hits of %d, want %d of 4", s.Term, len(s.Hits), s.Total, slash.HitsPerSearch)
 		}
 	}
 	gl := f.Glances()
@@ -589,7 +572,7 @@ func TestAfterSearchKeepsNewest(t *testing.T) {
 		t.Errorf("push after a search with results has status %+v, want a NEW lozenge", s)
 	}
 
-	if err := f.ui.AfterSearch(ctx, f.inst, 999, "hascode", "x", nil); addon.KindOf(err) != addon.Invalid {
+	if err := f.slash.AfterSearch(ctx, f.inst, 999, "hascode", "x", nil); addon.KindOf(err) != addon.Invalid {
 		t.Errorf("AfterSearch for a room not covered = %v, want invalid", err)
 	}
 }
@@ -597,11 +580,11 @@ func TestAfterSearchKeepsNewest(t *testing.T) {
 func TestAfterSearchPushFailure(t *testing.T) {
 	boom := addon.Errorf(addon.Unavailable, "hipchat answered 503")
 	f := newFixture(t, fixtureOpts{push: func(context.Context, addon.Installation, int64, hipchat.Glance) error { return boom }})
-	err := f.ui.AfterSearch(context.Background(), f.inst, testRoom, "hascode", "java", nil)
+	err := f.slash.AfterSearch(context.Background(), f.inst, testRoom, "hascode", "java", nil)
 	if addon.KindOf(err) != addon.Unavailable {
 		t.Errorf("err = %v, want the push's error", err)
 	}
-	if h, _ := f.ui.History(context.Background(), testOAuthID, testRoom); len(h) != 1 {
+	if h, _ := f.slash.History(context.Background(), testOAuthID, testRoom); len(h) != 1 {
 		t.Error("history not kept when the push failed")
 	}
 }
@@ -630,7 +613,7 @@ func TestAfterSearchReachesHipChat(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hits := []command.Hit{{Title: "Java 1", URL: "https://blog.example/1"}}
-	if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", hits); err != nil {
+	if err := f.slash.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", hits); err != nil {
 		t.Fatal(err)
 	}
 	got, err := hc.WaitGlanceUpdates(ctx, 1)
@@ -653,60 +636,6 @@ func TestAfterSearchReachesHipChat(t *testing.T) {
 	}}}}
 	if !jsonEqual(raw, want) {
 		t.Errorf("body = %s\nwant %v", u.Raw, want)
-	}
-}
-
-func TestRunCommand(t *testing.T) {
-	f := newFixture(t, fixtureOpts{})
-	ctx := context.Background()
-
-	n, err := f.ui.RunCommand(ctx, f.inst, testRoom, "hascode", "java")
-	if err != nil || strings.Count(n.Message, "<li>") != 5 {
-		t.Errorf("default run: %d items, %v; want the command's 5", strings.Count(n.Message, "<li>"), err)
-	}
-	if _, err := f.ui.SaveSettings(ctx, testOAuthID, Settings{Disabled: map[string]bool{"echo": true}, MaxResults: 2}); err != nil {
-		t.Fatal(err)
-	}
-	n, err = f.ui.RunCommand(ctx, f.inst, testRoom, "hascode", "java")
-	if err != nil || strings.Count(n.Message, "<li>") != 2 {
-		t.Errorf("run with 2 results: %q, %v", n.Message, err)
-	}
-	n, err = f.ui.RunCommand(ctx, f.inst, testRoom, "echo", "hello")
-	if err != nil || !strings.Contains(n.Message, "turned off") {
-		t.Errorf("disabled echo = %q, %v", n.Message, err)
-	}
-	if h, _ := f.ui.History(ctx, testOAuthID, testRoom); len(h) != 2 {
-		t.Errorf("history = %d searches, want 2", len(h))
-	}
-	if len(f.Glances()) != 2 {
-		t.Errorf("glance pushes = %d, want 2", len(f.Glances()))
-	}
-	f.blog.Close()
-	n, err = f.ui.RunCommand(ctx, f.inst, testRoom, "hascode", "java")
-	if err == nil || n.Color != "red" {
-		t.Errorf("failed search = %+v, %v; want a red notice and an error", n, err)
-	}
-}
-
-func TestForget(t *testing.T) {
-	f := newFixture(t, fixtureOpts{})
-	ctx := context.Background()
-	if _, err := f.ui.SaveSettings(ctx, testOAuthID, Settings{MaxResults: 4}); err != nil {
-		t.Fatal(err)
-	}
-	for _, room := range []int64{testRoom, 101} {
-		inst := f.inst
-		inst.RoomID = 0
-		if err := f.ui.AfterSearch(ctx, inst, room, "hascode", "java", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := f.ui.Forget(ctx, testOAuthID); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := f.deps.KV.List(ctx, "")
-	if err != nil || len(keys) != 0 {
-		t.Errorf("keys left = %v, %v", keys, err)
 	}
 }
 

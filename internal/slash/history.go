@@ -1,11 +1,10 @@
-package ui
+package slash
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -18,8 +17,8 @@ import (
 const (
 	HistoryLimit  = 20  // searches per room, the newest
 	HitsPerSearch = 3   // top hits kept per search
-	maxTermChars  = 100 // a longer term is cut when stored or searched
-	maxTitleChars = 200
+	MaxTermChars  = 100 // a longer term is cut when stored or searched
+	MaxTitleChars = 200
 )
 
 // Search is one search in a room's history.
@@ -37,22 +36,22 @@ type Hit struct {
 	URL   string `json:"url"`
 }
 
-// roomRecord is what is stored per installation and room: the history and
+// Record is what is stored per installation and room: the history and
 // the glance's counters.
-type roomRecord struct {
+type Record struct {
 	Week     string   `json:"week"`  // ISO week (UTC) Count belongs to, e.g. "2026-W48"
 	Count    int      `json:"count"` // searches in Week
 	New      bool     `json:"new"`   // the last search found results
 	Searches []Search `json:"searches"`
 }
 
-// prependSearch returns the encoded roomRecord old (absent when !found)
+// prependSearch returns the encoded Record old (absent when !found)
 // with entry, an encoded Search made in ISO week week, as its newest
 // search, the oldest dropped beyond HistoryLimit; the week's count
 // counting it and New set to isNew. It also returns that count. The
 // searches it keeps are copied as they are, not decoded and encoded again
 // (see splitRoom); the rest is laid out as json.Marshal lays out a
-// roomRecord, so that the next search reads it fast. It is a pure
+// Record, so that the next search reads it fast. It is a pure
 // function of its arguments, as [KV.Update] needs; an old record it cannot
 // read is an Internal error.
 func prependSearch(old []byte, found bool, week string, isNew bool, entry []byte) ([]byte, int, error) {
@@ -90,7 +89,7 @@ func prependSearch(old []byte, found bool, week string, isNew bool, entry []byte
 	return b, count, nil
 }
 
-// splitRoom reads what prependSearch needs of the encoded roomRecord rec:
+// splitRoom reads what prependSearch needs of the encoded Record rec:
 // its week, its count and its first n searches, still encoded (slices of
 // rec, or copies). A record laid out as prependSearch and json.Marshal
 // lay it out is read without the cost of decoding it (see splitMarshaled);
@@ -106,7 +105,7 @@ func splitRoom(rec []byte, n int) (week string, count int, searches []json.RawMe
 		Searches []json.RawMessage `json:"searches"`
 	}
 	if err := json.Unmarshal(rec, &r); err != nil {
-		return "", 0, nil, addon.Wrap(addon.Internal, err, "ui: stored room history is corrupt")
+		return "", 0, nil, addon.Wrap(addon.Internal, err, "slash: stored room history is corrupt")
 	}
 	return r.Week, r.Count, r.Searches[:min(len(r.Searches), n)], nil
 }
@@ -188,11 +187,11 @@ func objectEnd(b []byte) int {
 	return -1
 }
 
+// roomKey is where the Record of a room is kept: under the installation's
+// addon.KeyPrefix, so that removing the installation removes it.
 func roomKey(oauthID string, roomID int64) string {
-	return roomPrefix(oauthID) + strconv.FormatInt(roomID, 10)
+	return addon.KeyPrefix(oauthID) + "room/" + strconv.FormatInt(roomID, 10)
 }
-
-func roomPrefix(oauthID string) string { return "room/" + url.PathEscape(oauthID) + "/" }
 
 // isoWeek names t's ISO 8601 week in UTC.
 func isoWeek(t time.Time) string {
@@ -200,25 +199,25 @@ func isoWeek(t time.Time) string {
 	return fmt.Sprintf("%d-W%02d", y, w)
 }
 
-// room reads the record of a room; an absent one is empty.
-func (u *UI) room(ctx context.Context, oauthID string, roomID int64) (roomRecord, error) {
-	b, err := u.d.KV.Get(ctx, roomKey(oauthID, roomID))
+// Room reads the record of a room; an absent one is empty.
+func (sv *Service) Room(ctx context.Context, oauthID string, roomID int64) (Record, error) {
+	b, err := sv.d.KV.Get(ctx, roomKey(oauthID, roomID))
 	if addon.IsNotFound(err) {
-		return roomRecord{}, nil
+		return Record{}, nil
 	}
 	if err != nil {
-		return roomRecord{}, fmt.Errorf("ui: read room history: %w", err)
+		return Record{}, fmt.Errorf("slash: read room history: %w", err)
 	}
-	var rec roomRecord
+	var rec Record
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return roomRecord{}, addon.Wrap(addon.Internal, err, "ui: stored room history is corrupt")
+		return Record{}, addon.Wrap(addon.Internal, err, "slash: stored room history is corrupt")
 	}
 	return rec, nil
 }
 
 // History returns the room's recorded searches, newest first.
-func (u *UI) History(ctx context.Context, oauthID string, roomID int64) ([]Search, error) {
-	rec, err := u.room(ctx, oauthID, roomID)
+func (sv *Service) History(ctx context.Context, oauthID string, roomID int64) ([]Search, error) {
+	rec, err := sv.Room(ctx, oauthID, roomID)
 	return rec.Searches, err
 }
 
@@ -236,72 +235,53 @@ func (u *UI) History(ctx context.Context, oauthID string, roomID int64) ([]Searc
 //
 // A failed push is returned (wrapped) after the history was stored: the
 // caller logs it, the search itself stands.
-func (u *UI) AfterSearch(ctx context.Context, inst addon.Installation, roomID int64, name, term string, hits []command.Hit) error {
+func (sv *Service) AfterSearch(ctx context.Context, inst addon.Installation, roomID int64, name, term string, hits []command.Hit) error {
 	if roomID <= 0 || !inst.CoversRoom(roomID) {
-		return addon.Errorf(addon.Invalid, "ui: room %d is not a room of installation %s", roomID, inst.OAuthID)
+		return addon.Errorf(addon.Invalid, "slash: room %d is not a room of installation %s", roomID, inst.OAuthID)
 	}
-	now := u.d.Now().UTC()
-	s := Search{Command: name, Term: command.Truncate(term, maxTermChars), At: now, Total: len(hits), Hits: []Hit{}}
+	now := sv.d.Now().UTC()
+	s := Search{Command: name, Term: command.Truncate(term, MaxTermChars), At: now, Total: len(hits), Hits: []Hit{}}
 	for _, h := range hits[:min(len(hits), HitsPerSearch)] {
-		s.Hits = append(s.Hits, Hit{Title: command.Truncate(h.Title, maxTitleChars), URL: h.URL})
+		s.Hits = append(s.Hits, Hit{Title: command.Truncate(h.Title, MaxTitleChars), URL: h.URL})
 	}
 
 	entry, err := json.Marshal(s)
 	if err != nil {
-		return addon.Wrap(addon.Internal, err, "ui: encode search")
+		return addon.Wrap(addon.Internal, err, "slash: encode search")
 	}
 	week, isNew := isoWeek(now), len(hits) > 0
 	var count int
-	err = u.d.KV.Update(ctx, roomKey(inst.OAuthID, roomID), func(old []byte, found bool) (b []byte, err error) {
+	err = sv.d.KV.Update(ctx, roomKey(inst.OAuthID, roomID), func(old []byte, found bool) (b []byte, err error) {
 		b, count, err = prependSearch(old, found, week, isNew, entry)
 		return b, err
 	})
 	if err != nil {
-		return fmt.Errorf("ui: record search: %w", err)
+		return fmt.Errorf("slash: record search: %w", err)
 	}
-	rec := roomRecord{Week: week, Count: count, New: isNew}
+	rec := Record{Week: week, Count: count, New: isNew}
 
-	if u.d.PushGlance == nil || u.d.GlanceKey == "" {
+	if sv.d.PushGlance == nil || sv.d.GlanceKey == "" {
 		return nil
 	}
-	g := hipchat.Glance{Key: u.d.GlanceKey, Content: glanceContent(rec, now)}
-	if err := u.d.PushGlance(ctx, inst, roomID, g); err != nil {
-		return fmt.Errorf("ui: push glance to room %d: %w", roomID, err)
+	g := hipchat.Glance{Key: sv.d.GlanceKey, Content: GlanceContent(rec, now)}
+	if err := sv.d.PushGlance(ctx, inst, roomID, g); err != nil {
+		return fmt.Errorf("slash: push glance to room %d: %w", roomID, err)
 	}
 	return nil
 }
 
-// Forget deletes everything the UI stored for installation oauthID (its
-// settings and every room's history); the daemon calls it on uninstall.
-// A search recorded meanwhile is either deleted or starts a fresh
-// history: AfterSearch reads and writes a room's record in one atomic
-// [KV.Update], so it never writes back a record Forget deleted.
-func (u *UI) Forget(ctx context.Context, oauthID string) error {
-	keys, err := u.d.KV.List(ctx, roomPrefix(oauthID))
-	if err != nil {
-		return fmt.Errorf("ui: forget %s: %w", oauthID, err)
-	}
-	keys = append(keys, settingsKey(oauthID))
-	for _, k := range keys {
-		if err := u.d.KV.Delete(ctx, k); err != nil && !addon.IsNotFound(err) {
-			return fmt.Errorf("ui: forget %s: %w", oauthID, err)
-		}
-	}
-	return nil
-}
-
-// thisWeek returns the searches of now's week and whether the last of
+// ThisWeek returns the searches of now's week and whether the last of
 // them found results.
-func (rec roomRecord) thisWeek(now time.Time) (count int, isNew bool) {
+func (rec Record) ThisWeek(now time.Time) (count int, isNew bool) {
 	if rec.Week != isoWeek(now) {
 		return 0, false
 	}
 	return rec.Count, rec.New
 }
 
-// glanceContent is what the glance shows for rec at now.
-func glanceContent(rec roomRecord, now time.Time) hipchat.GlanceContent {
-	n, isNew := rec.thisWeek(now)
+// GlanceContent is what the glance shows for rec at now.
+func GlanceContent(rec Record, now time.Time) hipchat.GlanceContent {
+	n, isNew := rec.ThisWeek(now)
 	noun := "searches"
 	if n == 1 {
 		noun = "search"

@@ -1,4 +1,4 @@
-package ui
+package slash
 
 import (
 	"bytes"
@@ -74,7 +74,7 @@ func TestAfterSearchConcurrent(t *testing.T) {
 							hits = []command.Hit{{Title: term, URL: "https://blog.example/" + term}}
 						}
 						ctx := context.WithValue(context.Background(), termKey{}, term)
-						if err := f.ui.AfterSearch(ctx, inst, room, "hascode", term, hits); err != nil {
+						if err := f.sv.AfterSearch(ctx, inst, room, "hascode", term, hits); err != nil {
 							t.Errorf("AfterSearch(%s): %v", term, err)
 						}
 					}
@@ -95,7 +95,7 @@ func TestAfterSearchConcurrent(t *testing.T) {
 					}
 					byCount[n] = term
 				}
-				h, err := f.ui.History(context.Background(), testOAuthID, room)
+				h, err := f.sv.History(context.Background(), testOAuthID, room)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -110,7 +110,7 @@ func TestAfterSearchConcurrent(t *testing.T) {
 						t.Errorf("room %d: %s has %d hits of %d, pushed NEW %v", room, s.Term, len(s.Hits), s.Total, log.isNew[s.Term])
 					}
 				}
-				rec, err := f.ui.room(context.Background(), testOAuthID, room)
+				rec, err := f.sv.Room(context.Background(), testOAuthID, room)
 				if err != nil || rec.Count != perRoom || rec.Week != isoWeek(f.clock()) {
 					t.Errorf("room %d: record counts %d in %s, %v; want %d", room, rec.Count, rec.Week, err, perRoom)
 				}
@@ -129,8 +129,8 @@ func TestAfterSearchRecord(t *testing.T) {
 	key := roomKey(testOAuthID, testRoom)
 
 	// A record as the previous version wrote it: json.Marshal of
-	// roomRecord, last week.
-	lastWeek := roomRecord{Week: isoWeek(f.clock().AddDate(0, 0, -7)), Count: 7, New: true}
+	// Record, last week.
+	lastWeek := Record{Week: isoWeek(f.clock().AddDate(0, 0, -7)), Count: 7, New: true}
 	for i := range HistoryLimit {
 		lastWeek.Searches = append(lastWeek.Searches, Search{Command: "hascode", Term: fmt.Sprint("old ", i),
 			At: f.clock().Add(-time.Duration(i+1) * time.Hour), Total: 1, Hits: []Hit{{Title: `<"Old" & \ é>`, URL: "https://blog.example/old"}}})
@@ -142,22 +142,22 @@ func TestAfterSearchRecord(t *testing.T) {
 	if _, _, s, ok := splitMarshaled(b, HistoryLimit); !ok || len(s) != HistoryLimit {
 		t.Errorf("json.Marshal's record not read by the fast path: %v, %d searches", ok, len(s))
 	}
-	if err := f.deps.KV.Put(ctx, key, b); err != nil {
+	if err := f.kv.Put(ctx, key, b); err != nil {
 		t.Fatal(err)
 	}
 
 	hits := []command.Hit{{Title: "Java <b>generics</b> \u2028 \"quoted\"", URL: "https://blog.example/a?x=1&y=2"}}
 	for i := range 3 {
-		if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "new "+strconv.Itoa(i), hits[:i%2]); err != nil {
+		if err := f.sv.AfterSearch(ctx, f.inst, testRoom, "hascode", "new "+strconv.Itoa(i), hits[:i%2]); err != nil {
 			t.Fatal(err)
 		}
 		f.advance(time.Minute)
 	}
-	stored, err := f.deps.KV.Get(ctx, key)
+	stored, err := f.kv.Get(ctx, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec roomRecord
+	var rec Record
 	if err := json.Unmarshal(stored, &rec); err != nil {
 		t.Fatal(err)
 	}
@@ -186,14 +186,14 @@ func TestAfterSearchRecord(t *testing.T) {
 	}
 
 	corrupt := []byte(`{"week":"2026-W48","count":1,"searches":[{"term":`)
-	if err := f.deps.KV.Put(ctx, key, corrupt); err != nil {
+	if err := f.kv.Put(ctx, key, corrupt); err != nil {
 		t.Fatal(err)
 	}
 	pushes := len(f.Glances())
-	if err := f.ui.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", nil); addon.KindOf(err) != addon.Internal {
+	if err := f.sv.AfterSearch(ctx, f.inst, testRoom, "hascode", "java", nil); addon.KindOf(err) != addon.Internal {
 		t.Errorf("AfterSearch on a corrupt record = %v, want an internal error", err)
 	}
-	if got, _ := f.deps.KV.Get(ctx, key); !bytes.Equal(got, corrupt) {
+	if got, _ := f.kv.Get(ctx, key); !bytes.Equal(got, corrupt) {
 		t.Errorf("corrupt record became %s", got)
 	}
 	if len(f.Glances()) != pushes {
@@ -205,7 +205,7 @@ func TestAfterSearchRecord(t *testing.T) {
 // any valid JSON it reads (all of it, n being large), it must find what
 // json.Unmarshal finds.
 func FuzzSplitRoom(f *testing.F) {
-	rec := roomRecord{Week: "2026-W48", Count: 3, New: true, Searches: []Search{
+	rec := Record{Week: "2026-W48", Count: 3, New: true, Searches: []Search{
 		{Command: "hascode", Term: `a "quoted" \ term {[`, Total: 1, Hits: []Hit{{Title: "}]<b>é\u2028", URL: "https://blog.example/?a=1&b=2"}}},
 		{Command: "hascode", Term: "b", Hits: []Hit{}},
 	}}

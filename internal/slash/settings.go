@@ -1,10 +1,9 @@
-package ui
+package slash
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"sort"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
@@ -35,25 +34,24 @@ func (s Settings) Apply(spec command.Spec) command.Spec {
 	return spec
 }
 
-// maxResults is the number of results shown for spec under s.
-func (s Settings) maxResults(spec command.Spec) int { return s.Apply(spec).MaxResults }
-
-func settingsKey(oauthID string) string { return "settings/" + url.PathEscape(oauthID) }
+// settingsKey is where an installation's Settings are kept: under its
+// addon.KeyPrefix, so that removing the installation removes them.
+func settingsKey(oauthID string) string { return addon.KeyPrefix(oauthID) + "settings" }
 
 // Settings returns the settings of installation oauthID: the stored ones,
 // or the defaults (everything enabled, the commands' own numbers) when none
 // are stored.
-func (u *UI) Settings(ctx context.Context, oauthID string) (Settings, error) {
-	b, err := u.d.KV.Get(ctx, settingsKey(oauthID))
+func (sv *Service) Settings(ctx context.Context, oauthID string) (Settings, error) {
+	b, err := sv.d.KV.Get(ctx, settingsKey(oauthID))
 	if addon.IsNotFound(err) {
 		return Settings{Disabled: map[string]bool{}}, nil
 	}
 	if err != nil {
-		return Settings{}, fmt.Errorf("ui: read settings: %w", err)
+		return Settings{}, fmt.Errorf("slash: read settings: %w", err)
 	}
 	var s Settings
 	if err := json.Unmarshal(b, &s); err != nil {
-		return Settings{}, addon.Wrap(addon.Internal, err, "ui: stored settings are corrupt")
+		return Settings{}, addon.Wrap(addon.Internal, err, "slash: stored settings are corrupt")
 	}
 	if s.Disabled == nil {
 		s.Disabled = map[string]bool{}
@@ -61,11 +59,11 @@ func (u *UI) Settings(ctx context.Context, oauthID string) (Settings, error) {
 	return s, nil
 }
 
-// SaveSettings validates s (see [UI.ValidateSettings]) and stores it as
+// SaveSettings validates s (see [Service.ValidateSettings]) and stores it as
 // the settings of installation oauthID, normalised: only disabled commands
 // are kept in Disabled.
-func (u *UI) SaveSettings(ctx context.Context, oauthID string, s Settings) (Settings, error) {
-	if err := u.ValidateSettings(s); err != nil {
+func (sv *Service) SaveSettings(ctx context.Context, oauthID string, s Settings) (Settings, error) {
+	if err := sv.ValidateSettings(s); err != nil {
 		return Settings{}, err
 	}
 	norm := Settings{Disabled: map[string]bool{}, MaxResults: s.MaxResults}
@@ -76,23 +74,23 @@ func (u *UI) SaveSettings(ctx context.Context, oauthID string, s Settings) (Sett
 	}
 	b, err := json.Marshal(norm)
 	if err != nil {
-		return Settings{}, addon.Wrap(addon.Internal, err, "ui: encode settings")
+		return Settings{}, addon.Wrap(addon.Internal, err, "slash: encode settings")
 	}
-	if err := u.d.KV.Put(ctx, settingsKey(oauthID), b); err != nil {
-		return Settings{}, fmt.Errorf("ui: store settings: %w", err)
+	if err := sv.d.KV.Put(ctx, settingsKey(oauthID), b); err != nil {
+		return Settings{}, fmt.Errorf("slash: store settings: %w", err)
 	}
 	return norm, nil
 }
 
 // ValidateSettings refuses (addon.Invalid) a MaxResults outside 0..50 and
 // a Disabled entry naming no configured command.
-func (u *UI) ValidateSettings(s Settings) error {
+func (sv *Service) ValidateSettings(s Settings) error {
 	if s.MaxResults < 0 || s.MaxResults > MaxResultsLimit {
 		return addon.Errorf(addon.Invalid, "maxResults must be 1 to %d (0 for each command's default)", MaxResultsLimit)
 	}
 	var unknown []string
 	for name := range s.Disabled {
-		if !u.known(name) {
+		if !sv.known(name) {
 			unknown = append(unknown, name)
 		}
 	}
@@ -104,8 +102,8 @@ func (u *UI) ValidateSettings(s Settings) error {
 }
 
 // known reports whether name is one of the configured commands.
-func (u *UI) known(name string) bool {
-	for _, n := range u.commands {
+func (sv *Service) known(name string) bool {
+	for _, n := range sv.commands {
 		if n == name {
 			return true
 		}
@@ -113,11 +111,12 @@ func (u *UI) known(name string) bool {
 	return false
 }
 
-// searchCommands returns the configured search commands s enables.
-func (u *UI) searchCommands(s Settings) []string {
+// SearchCommands returns the configured search commands s enables, in
+// the configured order.
+func (sv *Service) SearchCommands(s Settings) []string {
 	var out []string
-	for _, n := range u.commands {
-		spec, _ := u.d.Commands.Spec(n)
+	for _, n := range sv.commands {
+		spec, _ := sv.d.Commands.Spec(n)
 		if spec.Kind != command.KindEcho && s.Enabled(n) {
 			out = append(out, n)
 		}

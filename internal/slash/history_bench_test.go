@@ -1,4 +1,4 @@
-package ui
+package slash
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func BenchmarkAfterSearch(b *testing.B) {
 			hits := benchHits(5)
 			for r := range rooms {
 				for range HistoryLimit {
-					if err := f.ui.AfterSearch(ctx, inst, int64(r+1), "hascode", "warm-up", hits); err != nil {
+					if err := f.sv.AfterSearch(ctx, inst, int64(r+1), "hascode", "warm-up", hits); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -43,7 +43,7 @@ func BenchmarkAfterSearch(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					room := next.Add(1)%int64(rooms) + 1
-					if err := f.ui.AfterSearch(ctx, inst, room, "hascode", "java generics", hits); err != nil {
+					if err := f.sv.AfterSearch(ctx, inst, room, "hascode", "java generics", hits); err != nil {
 						b.Error(err)
 						return
 					}
