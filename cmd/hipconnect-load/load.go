@@ -237,126 +237,157 @@ func webhookClient(conns int, tc *tls.Config) *http.Client {
 	}}
 }
 
+// driver sends one run's webhooks and counts what came of them.
+type driver struct {
+	p      *plan
+	rec    *recorder
+	spec   loadSpec
+	client *http.Client
+	url    string
+
+	errs             errorSet
+	sentN, accepted  atomic.Int64
+	lastSend         atomic.Int64 // rec.since of the last send
+	start, stopSends time.Time
+}
+
 // drive sends the plan's commands to spec.url and waits for their
-// notifications, which the fake HipChat hands to rec.
+// notifications, which the fake HipChat hands to rec: at spec.rate per
+// second when it is set (open loop), else from spec.concurrency senders
+// that each wait for their command's notification (closed loop).
 func drive(ctx context.Context, p *plan, rec *recorder, spec loadSpec) loadResult {
 	inflight := spec.concurrency
 	if spec.rate > 0 {
 		inflight = 2048
 	}
-	client := webhookClient(inflight, spec.tls)
-	defer client.CloseIdleConnections()
-	url := spec.url + p.command
-	var errs errorSet
-	var sentN, accepted atomic.Int64
-	var lastSend atomic.Int64
-
-	send := func(k int, buf []byte) ([]byte, bool) {
-		body, tok := p.webhook(buf, k, rec.marker(k))
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			errs.add("request: " + err.Error())
-			return body, false
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "JWT "+tok)
-		t := time.Now()
-		rec.sent[k].Store(rec.since(t))
-		sentN.Add(1)
-		resp, err := client.Do(req)
-		rec.acked[k].Store(int64(time.Since(t)))
-		storeMax(&lastSend, rec.since(t))
-		if err != nil {
-			if ctx.Err() == nil {
-				errs.add("transport: " + shortErr(err))
-			}
-			return body, false
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNoContent {
-			errs.add("status " + strconv.Itoa(resp.StatusCode))
-			return body, false
-		}
-		accepted.Add(1)
-		return body, true
-	}
-
-	start := time.Now()
-	stopSending := start.Add(spec.duration)
-	var wg sync.WaitGroup
+	d := &driver{p: p, rec: rec, spec: spec, client: webhookClient(inflight, spec.tls), url: spec.url + p.command}
+	defer d.client.CloseIdleConnections()
+	d.start = time.Now()
+	d.stopSends = d.start.Add(spec.duration)
 	if spec.rate > 0 {
-		sem := make(chan struct{}, inflight)
-		interval := time.Duration(float64(time.Second) / spec.rate)
-	loop:
-		for k := 0; k < p.n; k++ {
-			due := start.Add(time.Duration(k) * interval)
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					break loop
-				}
-			}
-			if time.Now().After(stopSending) {
-				break
-			}
+		d.openLoop(ctx, inflight)
+	} else {
+		d.closedLoop(ctx)
+	}
+	return d.result(time.Now())
+}
+
+// send posts command k's webhook (built in buf, returned for reuse) and
+// reports whether it was acknowledged with 204.
+func (d *driver) send(ctx context.Context, k int, buf []byte) ([]byte, bool) {
+	body, tok := d.p.webhook(buf, k, d.rec.marker(k))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
+	if err != nil {
+		d.errs.add("request: " + err.Error())
+		return body, false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "JWT "+tok)
+	t := time.Now()
+	d.rec.sent[k].Store(d.rec.since(t))
+	d.sentN.Add(1)
+	resp, err := d.client.Do(req)
+	d.rec.acked[k].Store(int64(time.Since(t)))
+	storeMax(&d.lastSend, d.rec.since(t))
+	if err != nil {
+		if ctx.Err() == nil {
+			d.errs.add("transport: " + shortErr(err))
+		}
+		return body, false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		d.errs.add("status " + strconv.Itoa(resp.StatusCode))
+		return body, false
+	}
+	d.accepted.Add(1)
+	return body, true
+}
+
+// openLoop sends command k at start + k/rate, at most inflight at once,
+// until the plan or the sending time ends, then waits up to spec.timeout
+// for the notifications still owed.
+func (d *driver) openLoop(ctx context.Context, inflight int) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, inflight)
+	interval := time.Duration(float64(time.Second) / d.spec.rate)
+loop:
+	for k := 0; k < d.p.n; k++ {
+		if wait := time.Until(d.start.Add(time.Duration(k) * interval)); wait > 0 {
 			select {
-			case sem <- struct{}{}:
+			case <-time.After(wait):
 			case <-ctx.Done():
 				break loop
 			}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				_, _ = send(k, make([]byte, 0, 1024))
-			})
 		}
-		wg.Wait()
-		// Then wait for the notifications still owed.
-		deadline := time.Now().Add(spec.timeout)
-		for rec.notifiedN.Load() < accepted.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
-			time.Sleep(2 * time.Millisecond)
+		if time.Now().After(d.stopSends) {
+			break
 		}
-	} else {
-		var next atomic.Int64
-		for w := range spec.concurrency {
-			wg.Go(func() {
-				buf := make([]byte, 0, 1024)
-				for {
-					k := int(next.Add(1) - 1)
-					if k >= p.n || ctx.Err() != nil || time.Now().After(stopSending) {
-						return
-					}
-					rec.owner[k].Store(int32(w + 1))
-					var ok bool
-					buf, ok = send(k, buf)
-					if !ok {
-						continue
-					}
-					// Awaited for spec.timeout, and never past the end of
-					// the run (duration + timeout), whatever the count.
-					timer := time.NewTimer(min(spec.timeout, time.Until(stopSending.Add(spec.timeout))))
-				wait:
-					for rec.recv[k].Load() == 0 {
-						select {
-						case <-rec.wake[w]:
-						case <-timer.C:
-							break wait
-						case <-ctx.Done():
-							timer.Stop()
-							return
-						}
-					}
-					timer.Stop()
-				}
-			})
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break loop
 		}
-		wg.Wait()
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_, _ = d.send(ctx, k, make([]byte, 0, 1024))
+		})
 	}
-	end := time.Now()
+	wg.Wait()
+	deadline := time.Now().Add(d.spec.timeout)
+	for d.rec.notifiedN.Load() < d.accepted.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
 
-	res := loadResult{Sent: int(sentN.Load()), Accepted: int(accepted.Load()), Notified: int(rec.notifiedN.Load()),
-		Duplicates: int(rec.duplicates.Load()), Unmatched: int(rec.unmatched.Load()), Errors: errs.m, start: start, end: end}
+// closedLoop runs spec.concurrency senders, each sending the next command
+// of the plan once its previous one was notified (or given up on).
+func (d *driver) closedLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := range d.spec.concurrency {
+		wg.Go(func() {
+			buf := make([]byte, 0, 1024)
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= d.p.n || ctx.Err() != nil || time.Now().After(d.stopSends) {
+					return
+				}
+				d.rec.owner[k].Store(int32(w + 1))
+				var ok bool
+				if buf, ok = d.send(ctx, k, buf); ok && !d.awaitNotified(ctx, w, k) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// awaitNotified waits until command k (sent by worker w) was notified, for
+// spec.timeout and never past the end of the run (duration + timeout),
+// whatever the count. It reports false when ctx ended.
+func (d *driver) awaitNotified(ctx context.Context, w, k int) bool {
+	timer := time.NewTimer(min(d.spec.timeout, time.Until(d.stopSends.Add(d.spec.timeout))))
+	defer timer.Stop()
+	for d.rec.recv[k].Load() == 0 {
+		select {
+		case <-d.rec.wake[w]:
+		case <-timer.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// result sums up the run that ended at end.
+func (d *driver) result(end time.Time) loadResult {
+	rec := d.rec
+	res := loadResult{Sent: int(d.sentN.Load()), Accepted: int(d.accepted.Load()), Notified: int(rec.notifiedN.Load()),
+		Duplicates: int(rec.duplicates.Load()), Unmatched: int(rec.unmatched.Load()), Errors: d.errs.m, start: d.start, end: end}
 	res.Missing = max(res.Accepted-res.Notified, 0)
 	var lat, ack []time.Duration
 	first := int64(-1)
@@ -380,7 +411,7 @@ func drive(ctx context.Context, p *plan, rec *recorder, spec loadSpec) loadResul
 			res.Throughput = float64(res.Notified) / res.Seconds
 			res.end = rec.t0.Add(time.Duration(last))
 		}
-		if ls := lastSend.Load(); ls > first && res.Sent > 1 {
+		if ls := d.lastSend.Load(); ls > first && res.Sent > 1 {
 			res.SendRate = float64(res.Sent-1) / time.Duration(ls-first).Seconds()
 		}
 	}

@@ -257,7 +257,6 @@ func (o *options) checkEnv() error {
 	return nil
 }
 
-
 // runtimeEnv are the Go runtime's variables -env passes on too.
 var runtimeEnv = map[string]bool{"GOGC": true, "GOMEMLIMIT": true, "GOMAXPROCS": true, "GODEBUG": true}
 
@@ -486,7 +485,6 @@ func incomplete(rep *report, commands int) error {
 	}
 	return nil
 }
-
 
 // daemonConfig is the configuration the tool gives hipconnect: the public
 // listener on 127.0.0.1, its base URL http or https by the tls section,
@@ -816,7 +814,6 @@ func fakeCounts(hc *fakeHipChat, search *fakeSearch) map[string]int {
 		"notifications": int(hc.notifications.Load()), "glances": int(hc.glances.Load()), "refused": int(hc.refused.Load()),
 		"searches": int(search.requests.Load())}
 }
-
 
 // profiler fetches a CPU profile from the ops listener while the load runs.
 type profiler struct {

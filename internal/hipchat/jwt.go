@@ -216,31 +216,47 @@ func (v *Verifier) settings() *verifierSettings {
 // another reason than NotFound. No error contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation, Claims, error) {
 	const op = "verify jwt"
-	fail := func(reason string, err error) (addon.Installation, Claims, error) {
-		return addon.Installation{}, Claims{}, opError(op, &addon.Error{Kind: addon.Unauthorized, Msg: reason, Err: err})
-	}
 	if v.Store == nil {
 		return addon.Installation{}, Claims{}, opError(op, addon.Errorf(addon.Internal, "verifier has no store"))
 	}
-	if token == "" {
-		return fail("no token", nil)
-	}
-	if len(token) > maxJWTLen {
-		return fail("token too long", nil)
-	}
-
 	set := v.settings()
+	wc, inst, err := v.parse(ctx, set, token)
+	if err == nil {
+		err = set.checkLifetime(wc)
+	}
+	if err != nil {
+		return addon.Installation{}, Claims{}, opError(op, err)
+	}
+	c := claimsOf(wc)
+	if c.RoomID != 0 && !inst.CoversRoom(c.RoomID) {
+		return addon.Installation{}, Claims{}, opError(op, addon.Errorf(addon.Forbidden, "the token's room is not covered by the installation"))
+	}
+	return inst, c, nil
+}
 
-	// One parse: the key function sees the claims decoded but not yet
-	// verified, refuses any algorithm but HS256, looks the installation up
-	// by iss and hands over its secret; then the signature is checked, and
-	// only then the claims.
+// refuse is an Unauthorized error with reason as its message.
+func refuse(reason string, err error) error {
+	return &addon.Error{Kind: addon.Unauthorized, Msg: reason, Err: err}
+}
+
+// parse checks token's size, algorithm, issuer and signature in one parse:
+// the key function sees the claims decoded but not yet verified, refuses
+// any algorithm but HS256, looks the installation up by iss and hands over
+// its secret; then the signature is checked, and only then the claims the
+// library checks (exp required, iat not in the future, with Leeway).
+func (v *Verifier) parse(ctx context.Context, set *verifierSettings, token string) (wireClaims, addon.Installation, error) {
 	var (
 		wc        wireClaims
 		inst      addon.Installation
 		refused   string // why the key function gave no key
 		lookupErr error  // the store's own failure, returned as it is
 	)
+	switch {
+	case token == "":
+		return wc, inst, refuse("no token", nil)
+	case len(token) > maxJWTLen:
+		return wc, inst, refuse("token too long", nil)
+	}
 	_, err := set.parser.ParseWithClaims(token, &wc, func(t *jwt.Token) (any, error) {
 		switch {
 		case t.Method == nil || t.Method.Alg() != jwt.SigningMethodHS256.Alg():
@@ -266,33 +282,36 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 	})
 	switch {
 	case lookupErr != nil:
-		return addon.Installation{}, Claims{}, opError(op, lookupErr)
+		return wc, inst, lookupErr
 	case refused != "":
-		return fail(refused, nil)
+		return wc, inst, refuse(refused, nil)
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return fail("malformed token", err) // an algorithm the library does not know
+		return wc, inst, refuse("malformed token", err) // an algorithm the library does not know
 	case err != nil:
-		return fail(jwtReason(err), err)
+		return wc, inst, refuse(jwtReason(err), err)
 	}
+	return wc, inst, nil
+}
 
+// checkLifetime refuses a token living longer than MaxAge: from now
+// (plus Leeway) or from its iat.
+func (set *verifierSettings) checkLifetime(wc wireClaims) error {
 	exp := wc.ExpiresAt.Time
 	if exp.Sub(set.now()) > set.maxAge+set.leeway {
-		return fail("token expires too far in the future", nil)
+		return refuse("token expires too far in the future", nil)
 	}
-	var iat time.Time
-	if wc.IssuedAt != nil {
-		iat = wc.IssuedAt.Time
-		if exp.Sub(iat) > set.maxAge {
-			return fail("token lifetime too long", nil)
-		}
+	if wc.IssuedAt != nil && exp.Sub(wc.IssuedAt.Time) > set.maxAge {
+		return refuse("token lifetime too long", nil)
 	}
+	return nil
+}
 
-	c := Claims{
-		Issuer:    wc.Issuer,
-		Subject:   wc.Subject,
-		IssuedAt:  iat,
-		ExpiresAt: exp,
-		ID:        wc.ID,
+// claimsOf is what Verify reports of a verified token's claims: prn stands
+// in for a missing sub (older HipChat Server versions).
+func claimsOf(wc wireClaims) Claims {
+	c := Claims{Issuer: wc.Issuer, Subject: wc.Subject, ExpiresAt: wc.ExpiresAt.Time, ID: wc.ID}
+	if wc.IssuedAt != nil {
+		c.IssuedAt = wc.IssuedAt.Time
 	}
 	if c.Subject == "" {
 		c.Subject = wc.Prn
@@ -301,10 +320,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (addon.Installation
 		c.RoomID = int64(wc.Context.RoomID)
 		c.UserTZ = wc.Context.UserTZ
 	}
-	if c.RoomID != 0 && !inst.CoversRoom(c.RoomID) {
-		return addon.Installation{}, Claims{}, opError(op, addon.Errorf(addon.Forbidden, "the token's room is not covered by the installation"))
-	}
-	return inst, c, nil
+	return c
 }
 
 // errNoKey is what Verify's key function returns when it refuses a token.
