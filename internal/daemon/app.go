@@ -90,6 +90,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Getenv == nil {
+		o.Getenv = func(string) string { return "" }
+	}
 	a := &App{Config: cfg, Options: o}
 	if a.Descriptor, err = Descriptor(cfg); err != nil {
 		return nil, err

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/allowlist"
@@ -37,9 +39,9 @@ func Descriptor(cfg *config.Config) (descriptor.Descriptor, error) {
 	})
 }
 
-// Allowlist returns the hosts the daemon may contact: hipchat.allowed_hosts
+// allowlistOf returns the hosts the daemon may contact: hipchat.allowed_hosts
 // plus the hosts of the configured search URLs and the ACME directory.
-func Allowlist(cfg *config.Config) (*allowlist.List, error) {
+func allowlistOf(cfg *config.Config) (*allowlist.List, error) {
 	entries := append([]string(nil), cfg.HipChat.AllowedHosts...)
 	for _, c := range cfg.Commands {
 		if c.SearchURL != "" {
@@ -64,8 +66,8 @@ func Allowlist(cfg *config.Config) (*allowlist.List, error) {
 	return l, nil
 }
 
-// RootCAs returns the system roots plus the PEM certificates in caFile.
-func RootCAs(caFile string) (*x509.CertPool, error) {
+// rootCAs returns the system roots plus the PEM certificates in caFile.
+func rootCAs(caFile string) (*x509.CertPool, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
@@ -83,10 +85,10 @@ func RootCAs(caFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// OutboundClient returns the one HTTP client for everything the daemon
+// outboundClient returns the one HTTP client for everything the daemon
 // contacts, restricted to allow.
-func OutboundClient(cfg *config.Config, allow *allowlist.List) (*http.Client, error) {
-	roots, err := RootCAs(cfg.HipChat.CAFile)
+func outboundClient(cfg *config.Config, allow *allowlist.List) (*http.Client, error) {
+	roots, err := rootCAs(cfg.HipChat.CAFile)
 	if err != nil {
 		return nil, err
 	}
@@ -165,11 +167,11 @@ type Clients struct {
 // NewClients builds the Clients cfg describes; userAgent names the program
 // to HipChat.
 func NewClients(cfg *config.Config, userAgent string, now func() time.Time) (*Clients, error) {
-	allow, err := Allowlist(cfg)
+	allow, err := allowlistOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	client, err := OutboundClient(cfg, allow)
+	client, err := outboundClient(cfg, allow)
 	if err != nil {
 		return nil, err
 	}
@@ -187,4 +189,17 @@ func commandNames(cfg *config.Config) []string {
 		names[i] = c.Name
 	}
 	return names
+}
+
+// portOf is the port of a listen address, def when it names none.
+func portOf(addr string, def int) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		return def
+	}
+	return n
 }

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"reflect"
-	"strconv"
 	"sync"
 	"time"
 
@@ -59,7 +58,6 @@ func (a *App) Serve(ctx context.Context, start time.Time) error {
 		})
 	}
 	a.ready.Store(true)
-	getenv := a.getenv()
 	a.notifyReady(runCtx, &wg, servers, start)
 
 	cfg := a.Config
@@ -76,7 +74,7 @@ loop:
 		}
 	}
 	a.ready.Store(false)
-	_, _ = sdnotify.Notify(getenv, "STOPPING=1")
+	_, _ = sdnotify.Notify(a.Options.Getenv, "STOPPING=1")
 	a.shutdown(ctx, servers, cfg.Server.ShutdownGrace)
 	stop() // the dispatcher finishes what is in flight, within its grace
 	wg.Wait()
@@ -105,17 +103,10 @@ func (a *App) open(ctx context.Context) ([]server, error) {
 	return servers, nil
 }
 
-func (a *App) getenv() func(string) string {
-	if a.Options.Getenv == nil {
-		return func(string) string { return "" }
-	}
-	return a.Options.Getenv
-}
-
 // notifyReady tells systemd the daemon is ready, starts the watchdog when
 // systemd asks for one, and logs where it listens.
 func (a *App) notifyReady(ctx context.Context, wg *sync.WaitGroup, servers []server, start time.Time) {
-	log, getenv := a.Options.Logger, a.getenv()
+	log, getenv := a.Options.Logger, a.Options.Getenv
 	if _, err := sdnotify.Notify(getenv, "READY=1\nSTATUS=serving"); err != nil {
 		log.Warn("sd_notify READY failed", slog.Any("err", err))
 	}
@@ -141,18 +132,6 @@ func (a *App) shutdown(ctx context.Context, servers []server, grace time.Duratio
 			log.Warn("listener did not close in time", slog.String("listener", s.name), slog.Any("err", err))
 		}
 	}
-}
-
-func portOf(addr string, def int) int {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return def
-	}
-	n, err := strconv.Atoi(p)
-	if err != nil || n == 0 {
-		return def
-	}
-	return n
 }
 
 // reload applies a SIGHUP: the configuration file is read again and what

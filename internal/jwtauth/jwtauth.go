@@ -73,7 +73,7 @@ func (a Auth) Require(src Source, page httperr.Page, h http.HandlerFunc) http.Ha
 			httperr.Write(a.Log, w, r, err, page)
 			return
 		}
-		h(w, r.WithContext(WithSession(r.Context(), s)))
+		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, s)))
 	}
 }
 
@@ -115,10 +115,4 @@ type sessionKey struct{}
 func From(ctx context.Context) (s Session, ok bool) {
 	s, ok = ctx.Value(sessionKey{}).(Session)
 	return s, ok
-}
-
-// WithSession returns ctx carrying s, as Require passes it on (for tests
-// of handlers and for callers that authenticated otherwise).
-func WithSession(ctx context.Context, s Session) context.Context {
-	return context.WithValue(ctx, sessionKey{}, s)
 }

@@ -119,6 +119,3 @@ func (sv *Service) Search(ctx context.Context, spec command.Spec, term string) (
 func (sv *Service) Reply(spec command.Spec, term string, hits []command.Hit) addon.Notification {
 	return sv.d.Commands.Reply(spec, term, hits)
 }
-
-// Now is the Service's clock.
-func (sv *Service) Now() time.Time { return sv.d.Now() }

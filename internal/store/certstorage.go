@@ -89,21 +89,11 @@ func (s *certStorage) Delete(ctx context.Context, key string) error {
 		if b == nil {
 			return nil
 		}
-		doomed := [][]byte{}
+		doomed := keysWithPrefix(b, []byte(key+"/"))
 		if b.Get([]byte(key)) != nil {
 			doomed = append(doomed, []byte(key))
 		}
-		dir := []byte(key + "/")
-		c := b.Cursor()
-		for k, _ := c.Seek(dir); k != nil && bytes.HasPrefix(k, dir); k, _ = c.Next() {
-			doomed = append(doomed, bytes.Clone(k))
-		}
-		for _, k := range doomed {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
+		return deleteKeys(b, doomed)
 	})
 }
 

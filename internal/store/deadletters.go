@@ -88,8 +88,8 @@ func (d *DB) DeadLetters(ctx context.Context) ([]addon.DeadLetter, error) {
 
 // RetryDead moves dead letter id back into the outbox as a new job at the
 // end of the queue: a new ID (greater than every ID before it), Attempts
-// reset to zero, LastError kept (as the history), Received unchanged. A later duplicate delivery of its message
-// answers with the new job. It returns the new job; NotFound if there is no
+// reset to zero, LastError kept (as the history), Received unchanged. A
+// later duplicate delivery of its message answers with the new job. It returns the new job; NotFound if there is no
 // such dead letter or its installation no longer exists; Unavailable if the
 // installation's outbox is full (see Options.MaxPendingPerInstallation).
 func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {

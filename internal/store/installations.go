@@ -194,38 +194,6 @@ func removeInstallationKV(tx *bolt.Tx, oauthID string) error {
 	return nil
 }
 
-// kvBucketNames returns the names of the KV namespace buckets.
-func kvBucketNames(tx *bolt.Tx) []string {
-	var names []string
-	p := []byte(kvBucketPrefix)
-	c := tx.Cursor()
-	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-		names = append(names, string(k))
-	}
-	return names
-}
-
-// keysWithPrefix returns copies of the keys in b that start with prefix.
-func keysWithPrefix(b *bolt.Bucket, prefix []byte) [][]byte {
-	var keys [][]byte
-	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		keys = append(keys, bytes.Clone(k))
-	}
-	return keys
-}
-
-// deleteKeys deletes keys from b (deleting while a cursor walks b would
-// make it skip keys, so callers collect them first).
-func deleteKeys(b *bolt.Bucket, keys [][]byte) error {
-	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // PutToken stores the access token of an installation. It returns NotFound
 // if the installation does not exist (it was deleted meanwhile), so no token
 // outlives its installation. With a key, AccessToken is stored encrypted.

@@ -43,7 +43,7 @@ func install(t *testing.T, s addon.Store, oauthID string) installed {
 	if err := s.PutToken(ctx, oauthID, in.token); err != nil {
 		t.Fatal(err)
 	}
-	date := removalDate()
+	date := msgDate()
 	for _, m := range []string{"m1", "m2"} {
 		in.jobs = append(in.jobs, enqueue(t, s, job(oauthID, m, date)))
 	}
@@ -63,9 +63,6 @@ func install(t *testing.T, s addon.Store, oauthID string) installed {
 	}
 	return in
 }
-
-// removalDate is the date of the removal cases' messages.
-func removalDate() time.Time { return time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC) }
 
 // testRemoval: DeleteInstallation of gone takes its installation, token,
 // jobs, dead letters, seen message ids and key/value entries along, and

@@ -17,7 +17,6 @@ package storetest
 import (
 	"context"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,18 +69,6 @@ func groups() []group {
 		{"CertStorage", certCases()},
 		{"RemovalCascade", removalCases()},
 	}
-}
-
-// SubtestNames returns the names of the suite's subtests as Run names them
-// (group/case), in the order they run.
-func SubtestNames() []string {
-	var names []string
-	for _, g := range groups() {
-		for _, c := range g.cases {
-			names = append(names, g.name+"/"+c.name)
-		}
-	}
-	return names
 }
 
 // waitLimit bounds every wait of the suite for something that should
@@ -286,6 +273,3 @@ func ctxWithin(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
-// quote joins s for messages.
-func quote(s []string) string { return "[" + strings.Join(s, " ") + "]" }

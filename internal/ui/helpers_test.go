@@ -218,12 +218,6 @@ func (f *fixture) serveBlog(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"results": res})
 }
 
-func (f *fixture) setHits(n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hits = n
-}
-
 func (f *fixture) Posts() []posted {
 	f.mu.Lock()
 	defer f.mu.Unlock()
