@@ -125,9 +125,10 @@ func (e env) installations(ctx context.Context, args []string) error {
 	}
 	// Through the running daemon if there is one, else on the file.
 	var (
-		list   func() ([]addon.Installation, error)
-		show   func(id string) (addon.Installation, error)
-		remove func(id string) error
+		list    func() ([]addon.Installation, error)
+		show    func(id string) (addon.Installation, error)
+		remove  func(id string) error
+		pending func() ([]lifecycle.PendingUninstall, error)
 	)
 	if c, ok := admin(ctx, cfg); ok {
 		list = func() (all []addon.Installation, err error) {
@@ -138,6 +139,9 @@ func (e env) installations(ctx context.Context, args []string) error {
 		}
 		remove = func(id string) error {
 			return c.Do(ctx, http.MethodDelete, "/installations/"+url.PathEscape(id), nil, nil)
+		}
+		pending = func() (p []lifecycle.PendingUninstall, err error) {
+			return p, c.Do(ctx, http.MethodGet, "/uninstalls", &p, nil)
 		}
 	} else {
 		db, err := openStore(cfg)
@@ -151,6 +155,7 @@ func (e env) installations(ctx context.Context, args []string) error {
 		// installation, in one transaction.
 		svc := &lifecycle.Service{Store: db}
 		remove = func(id string) error { return svc.Remove(ctx, id) }
+		pending = func() ([]lifecycle.PendingUninstall, error) { return svc.PendingUninstalls(ctx) }
 	}
 	switch pos[0] {
 	case "list":
@@ -158,16 +163,11 @@ func (e env) installations(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "OAUTH ID\tGROUP\tROOM\tHIPCHAT\tINSTALLED")
-		for _, i := range all {
-			room := fmt.Sprint(i.RoomID)
-			if i.Global() {
-				room = "(global)"
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", i.OAuthID, i.GroupID, room, i.HipChatOrigin, i.InstalledAt.Format(time.RFC3339))
+		p, err := pending()
+		if err != nil {
+			return err
 		}
-		return tw.Flush()
+		return e.printInstallations(all, p)
 	case "show":
 		i, err := show(pos[1])
 		if err != nil {
@@ -184,6 +184,30 @@ func (e env) installations(ctx context.Context, args []string) error {
 		fmt.Fprintf(e.stdout, "removed installation %s and everything stored for it\n", pos[1])
 		return nil
 	}
+}
+
+// printInstallations writes the installations as a table; an uninstall
+// HipChat has not confirmed yet shows when it was requested and when
+// HipChat is asked again.
+func (e env) printInstallations(all []addon.Installation, pending []lifecycle.PendingUninstall) error {
+	requested := make(map[string]lifecycle.PendingUninstall, len(pending))
+	for _, p := range pending {
+		requested[p.OAuthID] = p
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "OAUTH ID\tGROUP\tROOM\tHIPCHAT\tINSTALLED\tUNINSTALL")
+	for _, i := range all {
+		room := fmt.Sprint(i.RoomID)
+		if i.Global() {
+			room = "(global)"
+		}
+		uninstall := "-"
+		if p, ok := requested[i.OAuthID]; ok {
+			uninstall = fmt.Sprintf("requested %s, next check %s", p.RequestedAt.Format(time.RFC3339), p.Next.Format(time.RFC3339))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", i.OAuthID, i.GroupID, room, i.HipChatOrigin, i.InstalledAt.Format(time.RFC3339), uninstall)
+	}
+	return tw.Flush()
 }
 
 // backup writes a consistent copy of the store to OUTFILE: through the

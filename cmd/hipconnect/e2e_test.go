@@ -506,26 +506,55 @@ func TestEndToEnd(t *testing.T) {
 		if code, _ := d.do("DELETE", "/installable/"+id, hc.JWT(other, otherSecret, 200, time.Minute), nil); code != http.StatusForbidden {
 			t.Errorf("DELETE with another installation's JWT = %d, want 403", code)
 		}
-		// A page JWT of any room member is valid too: while HipChat still
-		// knows the client, it is not an uninstall.
-		if code, _ := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusConflict {
-			t.Errorf("DELETE of a live installation = %d, want 409", code)
+		// HipChat calls the callback while it still accepts the
+		// credentials, and revokes them 2 s later: the request is
+		// recorded, nothing is removed while they work, and the
+		// installation goes at the first re-check after (10 s), across a
+		// kill -9.
+		requested := time.Now()
+		if code, _ := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusAccepted {
+			t.Fatalf("DELETE of a live installation = %d, want 202", code)
 		}
+		if out := installationsList(t, d); !strings.Contains(out, "requested") {
+			t.Errorf("installations list shows no requested uninstall:\n%s", out)
+		}
+		for time.Since(requested) < 2*time.Second {
+			if code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, "m-pending-"+time.Now().Format("150405.000"), "/echo still here")); code != http.StatusNoContent {
+				t.Fatalf("webhook while the credentials work = %d, want 204", code)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// The request is on disk: a kill -9 loses no re-check.
+		d.stop(syscall.SIGKILL)
+		d.start()
 		hc.RemoveClient(id) // HipChat uninstalls
-		if code, body := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusNoContent {
-			t.Fatalf("DELETE = %d %s", code, body)
+		deadline := requested.Add(15 * time.Second)
+		for {
+			code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, "gone", "/echo x"))
+			if code == http.StatusUnauthorized {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("installation still there %v after the request (webhook %d)", time.Since(requested), code)
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
-		if code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, "gone", "/echo x")); code != http.StatusUnauthorized {
-			t.Errorf("webhook after uninstall = %d, want 401", code)
+		t.Logf("removed %v after the uninstall request, credentials revoked at 2 s", time.Since(requested).Round(100*time.Millisecond))
+		if code, body := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusNoContent {
+			t.Errorf("DELETE of an installation already gone = %d %s, want 204", code, body)
 		}
 	})
 
 	t.Run("uninstall by redirect", func(t *testing.T) {
 		other, otherSecret := install(t, d, hc, 300)
 		q := url.Values{"redirect_url": {hc.URL() + "/addons"}, "installable_url": {hc.InstallableURL(other)}}
-		// HipChat still accepts the credentials: not HipChat's uninstall.
-		if code, _ := d.do("GET", "/uninstalled?"+q.Encode(), "", nil); code != http.StatusConflict {
-			t.Errorf("uninstall of a live installation = %d, want 409", code)
+		// HipChat still accepts the credentials: recorded, not removed.
+		if code, loc := d.do("GET", "/uninstalled?"+q.Encode(), "", nil); code != http.StatusSeeOther || loc != hc.URL()+"/addons" {
+			t.Errorf("uninstall of a live installation = %d %s, want 303", code, loc)
+		}
+		if code, _ := d.do("POST", "/webhook/echo", hc.JWT(other, otherSecret, 300, time.Minute),
+			hipchattest.RoomMessage(other, 300, "kept2", "/echo x")); code != http.StatusNoContent {
+			t.Errorf("webhook of a live installation after the redirect = %d, want 204", code)
 		}
 		hc.RemoveClient(other)
 		code, loc := d.do("GET", "/uninstalled?"+q.Encode(), "", nil)
@@ -543,11 +572,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("operator view", func(t *testing.T) {
-		out, err := exec.Command(binary, "installations", "list", "--config", d.cfgPath).CombinedOutput()
-		if err != nil {
-			t.Fatalf("installations list: %v\n%s", err, out)
-		}
-		if strings.Contains(string(out), id) || !strings.Contains(string(out), "200") {
+		out := installationsList(t, d)
+		if strings.Contains(out, id) || !strings.Contains(out, "200") {
 			t.Errorf("installations list:\n%s", out)
 		}
 	})
@@ -655,6 +681,16 @@ func TestInstallRefused(t *testing.T) {
 	if err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
 		t.Errorf("installations after refused installs (want none):\n%s %v", out, err)
 	}
+}
+
+// installationsList runs `hipconnect installations list` against d.
+func installationsList(t *testing.T, d *proc) string {
+	t.Helper()
+	out, err := exec.Command(binary, "installations", "list", "--config", d.cfgPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("installations list: %v\n%s", err, out)
+	}
+	return string(out)
 }
 
 // metrics returns the daemon's /metrics.

@@ -233,6 +233,6 @@ func (a *App) buildHandlers() {
 	tlsOff := a.Config.TLS.Mode == tlsmgr.ModeOff // the config changes on reload: read it here
 	a.Ops = httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: a.DB.Ping, Pprof: a.Config.Server.Pprof,
 		Ready: func() bool { return a.ready.Load() && (tlsOff || a.Certs.Leaf() != nil) }})
-	a.Admin = httpapi.NewAdmin(httpapi.AdminDeps{Store: a.DB, Remove: a.Installs.Remove, Backup: a.DB.Backup,
+	a.Admin = httpapi.NewAdmin(httpapi.AdminDeps{Store: a.DB, Remove: a.Installs.Remove, Pending: a.Installs.PendingUninstalls, Backup: a.DB.Backup,
 		CAPEM: a.Certs.CAPEM, Logger: o.Logger})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hipconnect/hipconnect/internal/config"
 	"github.com/hipconnect/hipconnect/internal/httpapi"
+	"github.com/hipconnect/hipconnect/internal/install"
 	"github.com/hipconnect/hipconnect/internal/sdnotify"
 	"github.com/hipconnect/hipconnect/internal/store"
 )
@@ -50,6 +51,7 @@ func (a *App) Serve(ctx context.Context, start time.Time) error {
 	errc := make(chan error, len(servers))
 	wg.Go(func() { _ = a.Dispatcher.Run(runCtx) })
 	wg.Go(func() { prune(runCtx, a.DB, a.Options.Now, a.Options.Logger) })
+	wg.Go(func() { recheckUninstalls(runCtx, a.Installs, a.Options.Logger) })
 	for _, s := range servers {
 		wg.Go(func() {
 			if err := s.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -225,6 +227,23 @@ func prune(ctx context.Context, db *store.DB, now func() time.Time, log *slog.Lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// recheckUninstalls asks HipChat, every second, about the requested
+// uninstalls that are due (install.Service.Recheck keeps the schedule).
+func recheckUninstalls(ctx context.Context, s *install.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.Recheck(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("uninstall re-check", slog.Any("err", err))
 		}
 	}
 }

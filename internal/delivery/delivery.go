@@ -344,8 +344,9 @@ func (l *loop) step(ctx context.Context) time.Time {
 	}
 	for _, j := range added {
 		// A job the last read could see is queued already, or was
-		// removed: either way, not again.
-		if j.ID > l.floor {
+		// removed: either way, not again; nor one delivered since it
+		// was told (told twice, and the removal not yet committed).
+		if j.ID > l.floor && !l.removing[j.ID] {
 			l.add(j)
 		}
 	}

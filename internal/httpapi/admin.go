@@ -10,6 +10,7 @@ import (
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/httperr"
+	"github.com/hipconnect/hipconnect/internal/install"
 )
 
 // Operator is the operator's view of the store: installations (secrets
@@ -28,9 +29,12 @@ type AdminDeps struct {
 	// Remove deletes an installation and everything stored for it
 	// (install.Service.Remove).
 	Remove func(ctx context.Context, oauthID string) error
-	Backup func(w io.Writer) (int64, error) // hot backup of the whole store
-	CAPEM  func() ([]byte, error)           // the self-signed CA, if any
-	Logger *slog.Logger
+	// Pending lists the uninstalls requested and not yet confirmed
+	// (install.Service.PendingUninstalls).
+	Pending func(ctx context.Context) ([]install.PendingUninstall, error)
+	Backup  func(w io.Writer) (int64, error) // hot backup of the whole store
+	CAPEM   func() ([]byte, error)           // the self-signed CA, if any
+	Logger  *slog.Logger
 }
 
 type admin struct{ AdminDeps }
@@ -63,6 +67,15 @@ func (a admin) listInstallations(w http.ResponseWriter, r *http.Request) {
 		all[i].OAuthSecret = ""
 	}
 	httperr.WriteJSON(w, http.StatusOK, all)
+}
+
+func (a admin) pendingUninstalls(w http.ResponseWriter, r *http.Request) {
+	p, err := a.Pending(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httperr.WriteJSON(w, http.StatusOK, p)
 }
 
 func (a admin) showInstallation(w http.ResponseWriter, r *http.Request) {

@@ -74,23 +74,64 @@ func result(prefix string, err error) string {
 }
 
 // uninstall handles HipChat's DELETE {callbackUrl}/{oauthId}; the JWT must
-// be the installation's own, and HipChat must confirm (see
-// install.Service.Uninstall): any user's page JWT would pass the
-// middleware.
+// be the installation's own (any user's page JWT would pass the
+// middleware), and only HipChat refusing the credentials removes (see
+// install.Service.Uninstall): 204 when removed, 202 when recorded for
+// re-checking.
 func (s *server) uninstall(w http.ResponseWriter, r *http.Request) {
 	sess, _ := jwtauth.From(r.Context())
-	var err error
+	var (
+		out install.Outcome
+		err error
+	)
 	if id := r.PathValue("oauthId"); id != sess.Inst.OAuthID {
 		err = addon.Errorf(addon.Forbidden, "JWT does not belong to installation %q", addon.Clip(id, 100))
 	} else {
-		err = s.Installs.Uninstall(r.Context(), sess.Inst)
+		out, err = s.Installs.Uninstall(r.Context(), sess.Inst)
 	}
-	s.Metrics.Uninstalls.WithLabelValues(result("", err)).Inc()
+	if !s.uninstallFailed(w, r, out, err) {
+		w.WriteHeader(uninstallStatus(out))
+	}
+}
+
+// uninstallStatus is the answer to an uninstall that came to out.
+func uninstallStatus(out install.Outcome) int {
+	if out == install.Requested {
+		return http.StatusAccepted
+	}
+	return http.StatusNoContent
+}
+
+// uninstallFailed counts an uninstall by its outcome, or answers its error
+// and reports true.
+func (s *server) uninstallFailed(w http.ResponseWriter, r *http.Request, out install.Outcome, err error) bool {
 	if err != nil {
+		s.Metrics.Uninstalls.WithLabelValues(addon.KindOf(err)).Inc()
 		s.fail(w, r, err)
-		return
+		return true
 	}
-	w.WriteHeader(http.StatusNoContent)
+	s.Metrics.Uninstalls.WithLabelValues(string(out)).Inc()
+	return false
+}
+
+// unknownUninstall answers 204 to a DELETE for an installation that is not
+// stored (HipChat retrying, or a second node's uninstall): the request is
+// idempotent, and there is no secret to verify its JWT with. Known ones go
+// on to next.
+func (s *server) unknownUninstall(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		known, err := s.Installs.Known(r.Context(), r.PathValue("oauthId"))
+		if err != nil {
+			s.uninstallFailed(w, r, "", addon.Wrap(addon.Busy, err, "could not read the installation"))
+			return
+		}
+		if !known {
+			s.uninstallFailed(w, r, install.Absent, nil)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next(w, r)
+	}
 }
 
 // uninstalled handles the browser redirect flow (PROTOCOL.md section 8):
@@ -99,18 +140,16 @@ func (s *server) uninstall(w http.ResponseWriter, r *http.Request) {
 // which must be on an allowlisted host.
 func (s *server) uninstalled(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	var out install.Outcome
 	redirect, err := url.Parse(q.Get("redirect_url"))
 	if err != nil || (redirect.Scheme != "https" && redirect.Scheme != "http") || !s.AllowHost(redirect.Hostname()) {
 		err = addon.Errorf(addon.Invalid, "redirect_url must be an http(s) URL on an allowed host")
 	} else {
-		err = s.Installs.UninstallFrom(r.Context(), q.Get("installable_url"))
+		out, err = s.Installs.UninstallFrom(r.Context(), q.Get("installable_url"))
 	}
-	s.Metrics.Uninstalls.WithLabelValues(result("", err)).Inc()
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	if !s.uninstallFailed(w, r, out, err) {
+		http.Redirect(w, r, redirect.String(), http.StatusSeeOther)
 	}
-	http.Redirect(w, r, redirect.String(), http.StatusSeeOther)
 }
 
 // webhookPayload is the part of a room_message webhook (PROTOCOL.md

@@ -26,7 +26,7 @@ func (s *server) routes() http.Handler {
 	handle("GET /{$}", "home", s.home)
 	handle("POST "+descriptor.PathInstallable, "install", s.limited(s.install))
 	handle("POST "+descriptor.PathUpdated, "update", s.limited(s.update))
-	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", signed(s.uninstall))
+	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", s.unknownUninstall(signed(s.uninstall)))
 	handle("GET "+descriptor.PathUninstalled, "uninstalled", s.limited(s.uninstalled))
 	handle("POST "+descriptor.PathWebhook+"{command}", "webhook", signed(s.webhook))
 
@@ -69,6 +69,7 @@ func (a admin) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /installations", a.listInstallations)
 	mux.HandleFunc("GET /installations/{id}", a.showInstallation)
+	mux.HandleFunc("GET /uninstalls", a.pendingUninstalls)
 	mux.HandleFunc("DELETE /installations/{id}", a.removeInstallation)
 	mux.HandleFunc("GET /outbox", a.outbox)
 	mux.HandleFunc("POST /outbox/dead/{id}", a.retryDead)

@@ -28,8 +28,9 @@ import (
 type Lifecycle interface {
 	Install(ctx context.Context, req install.Request) (addon.Installation, error)
 	Update(ctx context.Context, oauthID, capabilitiesURL string) (addon.Installation, error)
-	Uninstall(ctx context.Context, inst addon.Installation) error
-	UninstallFrom(ctx context.Context, installableURL string) error
+	Uninstall(ctx context.Context, inst addon.Installation) (install.Outcome, error)
+	UninstallFrom(ctx context.Context, installableURL string) (install.Outcome, error)
+	Known(ctx context.Context, oauthID string) (bool, error)
 }
 
 // Enqueuer stores an acknowledged command (addon.Outbox's Enqueue).

@@ -9,7 +9,6 @@ package install
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -35,6 +34,8 @@ type Store interface {
 	addon.Remover
 	PutToken(ctx context.Context, oauthID string, t addon.Token) error
 	Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error)
+	// KV keeps the requested uninstalls (PendingNamespace).
+	KV(namespace string) addon.KV
 }
 
 // Service runs the lifecycle. Store is required; HipChat and Scopes are
@@ -48,8 +49,11 @@ type Service struct {
 	// Removed, when set, is told the OAuthID of every installation removed
 	// (after the removal committed): the dispatcher rereads the outbox.
 	Removed func(oauthID string)
-	Logger  *slog.Logger     // nil discards
-	Now     func() time.Time // nil: time.Now
+	// Rechecks is when a requested uninstall is checked again, counted
+	// from the request (ascending; empty: DefaultRechecks).
+	Rechecks []time.Duration
+	Logger   *slog.Logger     // nil discards
+	Now      func() time.Time // nil: time.Now
 }
 
 // Request is what HipChat POSTs to the descriptor's callbackUrl.
@@ -196,62 +200,6 @@ func (s *Service) update(ctx context.Context, oauthID, capabilitiesURL string) (
 		return addon.Installation{}, err
 	}
 	return inst, s.Store.PutToken(ctx, inst.OAuthID, tok)
-}
-
-// Uninstall removes inst once HipChat confirms it was uninstalled: HipChat
-// revokes an uninstalled add-on's OAuth client, so its credentials must be
-// refused with 401. Credentials that still work mean the installation is
-// alive and the request is not HipChat's (Conflict, nothing removed).
-// An installation already gone is no error.
-func (s *Service) Uninstall(ctx context.Context, inst addon.Installation) error {
-	if err := s.confirmUninstalled(ctx, inst); err != nil {
-		return err
-	}
-	return s.remove(ctx, inst.OAuthID)
-}
-
-// UninstallFrom handles the browser redirect flow: installableURL tells
-// which installation went (it must be on that installation's HipChat
-// server, else Forbidden), and it is uninstalled as by Uninstall. An
-// installation not stored is no error.
-func (s *Service) UninstallFrom(ctx context.Context, installableURL string) error {
-	oauthID, err := s.HipChat.InstallableInfo(ctx, installableURL)
-	if err != nil {
-		return fmt.Errorf("uninstall: %w", err)
-	}
-	inst, err := s.Store.Installation(ctx, oauthID)
-	if addon.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if o, _ := originOf(installableURL); o != inst.HipChatOrigin {
-		return addon.Errorf(addon.Forbidden, "installable_url is not on the installation's HipChat server")
-	}
-	return s.Uninstall(ctx, inst)
-}
-
-func (s *Service) confirmUninstalled(ctx context.Context, inst addon.Installation) error {
-	_, err := s.HipChat.RequestToken(ctx, inst, s.Scopes)
-	switch {
-	case err == nil:
-		return addon.Errorf(addon.Conflict, "HipChat still accepts the installation's credentials; not removed")
-	case errors.Is(err, hipchat.ErrInvalidClient):
-		return nil
-	default:
-		return fmt.Errorf("uninstall: confirm with HipChat: %w", err)
-	}
-}
-
-// remove deletes an installation HipChat confirmed gone; already gone is
-// no error.
-func (s *Service) remove(ctx context.Context, oauthID string) error {
-	if err := s.Remove(ctx, oauthID); err != nil && !addon.IsNotFound(err) {
-		return err
-	}
-	s.log().Info("uninstalled", slog.String("oauth_id", oauthID))
-	return nil
 }
 
 // Remove deletes the installation oauthID and everything stored for it

@@ -173,18 +173,18 @@ func TestUpdate(t *testing.T) {
 }
 
 // TestUninstall: only HipChat's refusal of the credentials removes an
-// installation; credentials that still work or an error asking keep it.
+// installation; credentials that still work or an error asking record the
+// request for re-checking, and a second request keeps the first's record.
 func TestUninstall(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range []struct {
-		name    string
-		err     error
-		kind    string // "" for success
-		removed bool
+		name string
+		err  error
+		want Outcome
 	}{
-		{"credentials still work", nil, addon.Conflict, false},
-		{"hipchat down", addon.Errorf(addon.Unavailable, "502"), addon.Unavailable, false},
-		{"credentials refused", fmt.Errorf("token: %w", hipchat.ErrInvalidClient), "", true},
+		{"credentials still work", nil, Requested},
+		{"hipchat down", addon.Errorf(addon.Unavailable, "502"), Requested},
+		{"credentials refused", fmt.Errorf("token: %w", hipchat.ErrInvalidClient), Removed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s, hc, db, removed := newService(t)
@@ -193,23 +193,124 @@ func TestUninstall(t *testing.T) {
 				t.Fatal(err)
 			}
 			hc.tokenErr = tt.err
-			err = s.Uninstall(ctx, inst)
-			if tt.kind == "" && err != nil || tt.kind != "" && addon.KindOf(err) != tt.kind {
-				t.Errorf("Uninstall = %v, want kind %q", err, tt.kind)
+			if out, err := s.Uninstall(ctx, inst); out != tt.want || err != nil {
+				t.Fatalf("Uninstall = %q, %v; want %q", out, err, tt.want)
 			}
 			_, lookErr := db.Installation(ctx, "i1")
-			if gone := addon.IsNotFound(lookErr); gone != tt.removed {
-				t.Errorf("removed = %v, want %v", gone, tt.removed)
+			if gone := addon.IsNotFound(lookErr); gone != (tt.want == Removed) {
+				t.Errorf("removed = %v, want %v", gone, tt.want == Removed)
 			}
-			if (len(*removed) == 1) != tt.removed {
+			if (len(*removed) == 1) != (tt.want == Removed) {
 				t.Errorf("Removed told %v", *removed)
 			}
-			if tt.removed {
-				if err := s.Uninstall(ctx, inst); err != nil {
-					t.Errorf("second uninstall = %v, want none", err)
+			pending := mustPending(t, s)
+			if tt.want == Removed {
+				if len(pending) != 0 {
+					t.Errorf("pending after removal: %+v", pending)
 				}
+				if out, err := s.Uninstall(ctx, inst); out != Absent || err != nil {
+					t.Errorf("second uninstall = %q, %v; want absent", out, err)
+				}
+				return
+			}
+			if len(pending) != 1 || pending[0].OAuthID != "i1" || pending[0].Checks != 0 || pending[0].LastError == "" {
+				t.Fatalf("pending = %+v", pending)
+			}
+			if _, err := s.Uninstall(ctx, inst); err != nil {
+				t.Fatal(err)
+			}
+			if again := mustPending(t, s); len(again) != 1 || !again[0].RequestedAt.Equal(pending[0].RequestedAt) {
+				t.Errorf("a second request moved the record: %+v, was %+v", again, pending)
 			}
 		})
+	}
+}
+
+func mustPending(t *testing.T, s *Service) []PendingUninstall {
+	t.Helper()
+	p, err := s.PendingUninstalls(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRecheck walks a requested uninstall through its schedule on a fake
+// clock: nothing is asked before a check is due, nothing removed while the
+// credentials work, a HipChat that does not answer uses no step, and the
+// installation goes at the first check after HipChat refuses them.
+func TestRecheck(t *testing.T) {
+	ctx := context.Background()
+	s, hc, db, _ := newService(t)
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return now }
+	s.Rechecks = []time.Duration{10 * time.Second, time.Minute, time.Hour}
+	inst, err := s.Install(ctx, Request{OAuthID: "i1", OAuthSecret: "s", CapabilitiesURL: caps, GroupID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Uninstall(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	// step moves the clock on by d and re-checks; Checks is -1 when no
+	// request is pending any more.
+	step := func(d time.Duration, wantRemoved int) PendingUninstall {
+		t.Helper()
+		now = now.Add(d)
+		if n, err := s.Recheck(ctx); err != nil || n != wantRemoved {
+			t.Fatalf("Recheck at +%v = %d, %v; want %d removed", d, n, err, wantRemoved)
+		}
+		if p := mustPending(t, s); len(p) == 1 {
+			return p[0]
+		}
+		return PendingUninstall{Checks: -1}
+	}
+	if p := step(9*time.Second, 0); p.Checks != 0 || hc.tokens != 2 {
+		t.Fatalf("before due: %+v, %d token requests", p, hc.tokens)
+	}
+	if p := step(time.Second, 0); p.Checks != 1 || !p.Next.Equal(now.Add(50*time.Second)) {
+		t.Fatalf("first re-check: %+v", p)
+	}
+	hc.tokenErr = addon.Errorf(addon.Unavailable, "502")
+	if p := step(50*time.Second, 0); p.Checks != 1 || !p.Next.Equal(now.Add(time.Minute)) {
+		t.Fatalf("unanswered re-check: %+v", p)
+	}
+	hc.tokenErr = hipchat.ErrInvalidClient
+	step(59*time.Second, 0)
+	if p := step(time.Second, 1); p.Checks != -1 {
+		t.Fatalf("after revoke: %+v", p)
+	}
+	if _, err := db.Installation(ctx, "i1"); !addon.IsNotFound(err) {
+		t.Errorf("installation after confirmed uninstall: %v", err)
+	}
+}
+
+// TestRecheckGivesUp: credentials that work at every step keep the
+// installation, and the request is dropped after the last step.
+func TestRecheckGivesUp(t *testing.T) {
+	ctx := context.Background()
+	s, _, db, _ := newService(t)
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return now }
+	s.Rechecks = []time.Duration{time.Second, 2 * time.Second}
+	inst, err := s.Install(ctx, Request{OAuthID: "i1", OAuthSecret: "s", CapabilitiesURL: caps, GroupID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Uninstall(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		now = now.Add(time.Second)
+		if n, err := s.Recheck(ctx); n != 0 || err != nil {
+			t.Fatalf("Recheck %d = %d, %v", i, n, err)
+		}
+	}
+	if p := mustPending(t, s); len(p) != 0 {
+		t.Errorf("pending after the last step: %+v", p)
+	}
+	if _, err := db.Installation(ctx, "i1"); err != nil {
+		t.Errorf("installation kept: %v", err)
 	}
 }
 
@@ -223,14 +324,14 @@ func TestUninstallFrom(t *testing.T) {
 	hc.owners["https://other.example/installable/1"] = "i1"
 	hc.owners["https://hipchat.example/installable/2"] = "nobody"
 	hc.owners["https://hipchat.example/installable/1"] = "i1"
-	if err := s.UninstallFrom(ctx, "https://other.example/installable/1"); addon.KindOf(err) != addon.Forbidden {
+	if _, err := s.UninstallFrom(ctx, "https://other.example/installable/1"); addon.KindOf(err) != addon.Forbidden {
 		t.Errorf("installable_url on another server: %v, want Forbidden", err)
 	}
-	if err := s.UninstallFrom(ctx, "https://hipchat.example/installable/2"); err != nil {
-		t.Errorf("unknown installation: %v, want none", err)
+	if out, err := s.UninstallFrom(ctx, "https://hipchat.example/installable/2"); out != Absent || err != nil {
+		t.Errorf("unknown installation: %q, %v; want absent", out, err)
 	}
-	if err := s.UninstallFrom(ctx, "https://hipchat.example/installable/1"); err != nil {
-		t.Fatal(err)
+	if out, err := s.UninstallFrom(ctx, "https://hipchat.example/installable/1"); out != Removed || err != nil {
+		t.Fatalf("UninstallFrom = %q, %v", out, err)
 	}
 	if _, err := db.Installation(ctx, "i1"); !addon.IsNotFound(err) {
 		t.Errorf("after UninstallFrom: %v", err)
