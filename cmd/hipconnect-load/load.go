@@ -26,7 +26,9 @@ type installation struct {
 const firstRoom = 1000
 
 // plan says which installation and room each command goes to, and holds
-// the JWTs HipChat would sign for them. Commands go round-robin over the
+// the JWT HipChat would sign for each (a new one per request, with its own
+// jti, signed before the load starts so that signing costs the generator
+// nothing while it runs). Commands go round-robin over the
 // installations, then over the rooms: command k uses installation k mod I
 // and room (k div I) mod R, so consecutive commands land on different
 // installations and rooms, and HipChat's per-room and per-token limits
@@ -36,18 +38,17 @@ type plan struct {
 	installs []installation
 	rooms    int
 	n        int      // commands
-	jwts     []string // by pair index k mod len(jwts)
+	jwts     []string // by command k
 }
 
-// newPlan signs one JWT per (installation, room) pair the commands use,
-// valid for ttl, as HipChat does (PROTOCOL.md section 5): HS256 with the
-// installation's oauthSecret, iss, sub, iat, exp, jti, context.room_id.
+// newPlan signs one JWT per command, valid for ttl, as HipChat does
+// (PROTOCOL.md section 5): HS256 with the installation's oauthSecret, iss,
+// sub, iat, exp, jti, context.room_id.
 func newPlan(command string, installs []installation, rooms, n int, ttl time.Duration) (*plan, error) {
 	p := &plan{command: command, installs: installs, rooms: rooms, n: n}
-	pairs := min(n, len(installs)*rooms)
-	p.jwts = make([]string, pairs)
+	p.jwts = make([]string, n)
 	now := time.Now()
-	for k := range pairs {
+	for k := range n {
 		inst, room := p.pair(k)
 		tok, err := hipchat.SignJWT(inst.id, inst.secret, hipchat.Claims{Subject: "1661743", RoomID: room,
 			UserTZ: "Europe/Berlin", IssuedAt: now, ExpiresAt: now.Add(ttl), ID: randomHex(8)})

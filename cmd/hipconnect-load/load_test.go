@@ -266,8 +266,8 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.jwts) != 6 {
-		t.Errorf("%d JWTs for 6 pairs", len(p.jwts))
+	if len(p.jwts) != 10 || p.jwts[0] == p.jwts[6] {
+		t.Errorf("%d JWTs for 10 commands, want one each", len(p.jwts))
 	}
 	seen := map[string]bool{}
 	for k := range 6 {

@@ -48,9 +48,9 @@ type webhookPoster struct {
 	client   *http.Client
 	base     string
 	oauthID  string
-	jwt      string
-	path     string // e.g. "/webhook/echo"
-	textBase string // the command before the message id, e.g. "/echo "
+	jwt      func() string // a new JWT per webhook, as HipChat signs them
+	path     string        // e.g. "/webhook/echo"
+	textBase string        // the command before the message id, e.g. "/echo "
 }
 
 func (p webhookPoster) post(room int64, msgID string) (int, error) {
@@ -60,7 +60,7 @@ func (p webhookPoster) post(room int64, msgID string) (int, error) {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "JWT "+p.jwt)
+	req.Header.Set("Authorization", "JWT "+p.jwt())
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return 0, err
@@ -123,7 +123,7 @@ func TestCrashSafety(t *testing.T) {
 	id, secret := install(t, d, hc, 0) // global: every room, no greeting
 	poster := webhookPoster{
 		client: &http.Client{Timeout: 5 * time.Second}, base: d.base, oauthID: id,
-		jwt: hc.JWT(id, secret, 0, 10*time.Minute), path: "/webhook/echo", textBase: "/echo ",
+		jwt: hc.Signer(id, secret, 0, 10*time.Minute), path: "/webhook/echo", textBase: "/echo ",
 	}
 
 	cmds := make([]sent, crashCommands)

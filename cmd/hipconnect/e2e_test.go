@@ -315,11 +315,11 @@ func TestEndToEnd(t *testing.T) {
 	if got, want := n[0].Body.Message, "The Blog Search add-on has been installed in this room"; got != want || n[0].RoomID != room {
 		t.Fatalf("greeting = %q in room %d, want %q in %d", got, n[0].RoomID, want, room)
 	}
-	tok := hc.JWT(id, secret, room, time.Minute)
+	tok := hc.Signer(id, secret, room, time.Minute)
 	command := func(msgID, text string) {
 		t.Helper()
 		name := strings.TrimPrefix(strings.Fields(text)[0], "/")
-		if code, body := d.do("POST", "/webhook/"+name, tok, hipchattest.RoomMessage(id, room, msgID, text)); code != http.StatusNoContent {
+		if code, body := d.do("POST", "/webhook/"+name, tok(), hipchattest.RoomMessage(id, room, msgID, text)); code != http.StatusNoContent {
 			t.Fatalf("webhook %q = %d %s, want 204", text, code, body)
 		}
 	}
@@ -365,7 +365,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("pages and glance served by the daemon", func(t *testing.T) {
 		get := func(path, origin string) *http.Response {
 			t.Helper()
-			req, _ := http.NewRequest("GET", d.base+path+"?signed_request="+url.QueryEscape(tok), nil)
+			req, _ := http.NewRequest("GET", d.base+path+"?signed_request="+url.QueryEscape(tok()), nil)
 			if origin != "" {
 				req.Header.Set("Origin", origin)
 			}
@@ -428,18 +428,49 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("other room refused", func(t *testing.T) {
-		code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room+1, "other-room", "/echo x"))
+		code, _ := d.do("POST", "/webhook/echo", hc.JWT(id, secret, 0, time.Minute), hipchattest.RoomMessage(id, room+1, "other-room", "/echo x"))
 		if code != http.StatusForbidden {
-			t.Errorf("webhook for another room = %d, want 403", code)
+			t.Errorf("webhook for a room the installation does not cover = %d, want 403", code)
+		}
+		code, _ = d.do("POST", "/webhook/echo", tok(), hipchattest.RoomMessage(id, room+1, "other-room2", "/echo x"))
+		if code != http.StatusUnauthorized {
+			t.Errorf("webhook for another room than its JWT's = %d, want 401", code)
+		}
+	})
+
+	t.Run("page JWTs do not make webhooks", func(t *testing.T) {
+		// A sidebar page's JWT (any room member can read it in the
+		// browser) with a body naming another oauth_client_id, and a JWT
+		// used on a webhook once, then with another body: both 401, and
+		// neither command runs.
+		page := hc.JWT(id, secret, room, time.Minute)
+		other := bytes.Replace(hipchattest.RoomMessage(id, room, "m-forged", "/echo forged"),
+			[]byte(`"oauth_client_id":"`+id+`"`), []byte(`"oauth_client_id":"someone-else"`), 1)
+		if code, _ := d.do("POST", "/webhook/echo", page, other); code != http.StatusUnauthorized {
+			t.Errorf("page JWT with another oauth_client_id = %d, want 401", code)
+		}
+		once := hc.JWT(id, secret, room, time.Minute)
+		if code, _ := d.do("POST", "/webhook/echo", once, hipchattest.RoomMessage(id, room, "m-once", "/echo once")); code != http.StatusNoContent {
+			t.Fatalf("first use of a JWT = %d, want 204", code)
+		}
+		if code, _ := d.do("POST", "/webhook/echo", once, hipchattest.RoomMessage(id, room, "m-replayed", "/echo replayed")); code != http.StatusUnauthorized {
+			t.Errorf("JWT replayed with another body = %d, want 401", code)
+		}
+		command("m-after-replay", "/echo after replay")
+		waitMessage(t, hc, "after replay")
+		for _, n := range hc.Notifications() {
+			if m := n.Body.Message; m == "forged" || m == "replayed" {
+				t.Errorf("refused webhook ran: %q posted", m)
+			}
 		}
 	})
 
 	t.Run("bad input", func(t *testing.T) {
-		if code, _ := d.do("POST", "/webhook/echo", tok, []byte(`{"event":`)); code != http.StatusBadRequest {
+		if code, _ := d.do("POST", "/webhook/echo", tok(), []byte(`{"event":`)); code != http.StatusBadRequest {
 			t.Errorf("malformed JSON = %d, want 400", code)
 		}
 		big := append([]byte(`{"event":"room_message","x":"`), bytes.Repeat([]byte("a"), 2<<20)...)
-		if code, _ := d.do("POST", "/webhook/echo", tok, append(big, `"}`...)); code != http.StatusRequestEntityTooLarge {
+		if code, _ := d.do("POST", "/webhook/echo", tok(), append(big, `"}`...)); code != http.StatusRequestEntityTooLarge {
 			t.Errorf("oversize body = %d, want 413", code)
 		}
 		if code, _ := d.do("POST", "/installable", "", []byte(`{"oauthId": 5}`)); code != http.StatusBadRequest {
@@ -512,14 +543,14 @@ func TestEndToEnd(t *testing.T) {
 		// installation goes at the first re-check after (10 s), across a
 		// kill -9.
 		requested := time.Now()
-		if code, _ := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusAccepted {
+		if code, _ := d.do("DELETE", "/installable/"+id, tok(), nil); code != http.StatusAccepted {
 			t.Fatalf("DELETE of a live installation = %d, want 202", code)
 		}
 		if out := installationsList(t, d); !strings.Contains(out, "requested") {
 			t.Errorf("installations list shows no requested uninstall:\n%s", out)
 		}
 		for time.Since(requested) < 2*time.Second {
-			if code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, "m-pending-"+time.Now().Format("150405.000"), "/echo still here")); code != http.StatusNoContent {
+			if code, _ := d.do("POST", "/webhook/echo", tok(), hipchattest.RoomMessage(id, room, "m-pending-"+time.Now().Format("150405.000"), "/echo still here")); code != http.StatusNoContent {
 				t.Fatalf("webhook while the credentials work = %d, want 204", code)
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -530,7 +561,7 @@ func TestEndToEnd(t *testing.T) {
 		hc.RemoveClient(id) // HipChat uninstalls
 		deadline := requested.Add(15 * time.Second)
 		for {
-			code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, "gone", "/echo x"))
+			code, _ := d.do("POST", "/webhook/echo", tok(), hipchattest.RoomMessage(id, room, "gone", "/echo x"))
 			if code == http.StatusUnauthorized {
 				break
 			}
@@ -540,7 +571,7 @@ func TestEndToEnd(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 		t.Logf("removed %v after the uninstall request, credentials revoked at 2 s", time.Since(requested).Round(100*time.Millisecond))
-		if code, body := d.do("DELETE", "/installable/"+id, tok, nil); code != http.StatusNoContent {
+		if code, body := d.do("DELETE", "/installable/"+id, tok(), nil); code != http.StatusNoContent {
 			t.Errorf("DELETE of an installation already gone = %d %s, want 204", code, body)
 		}
 	})
@@ -611,7 +642,7 @@ func TestEndToEnd(t *testing.T) {
 
 	d.stop(syscall.SIGTERM)
 	logs := d.log.String()
-	if strings.Contains(logs, secret) || strings.Contains(logs, tok) || strings.Contains(logs, "eyJ") {
+	if strings.Contains(logs, secret) || strings.Contains(logs, tok()) || strings.Contains(logs, "eyJ") {
 		t.Errorf("the log contains a secret or a JWT")
 	}
 }
@@ -745,8 +776,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if reloads() == before {
 		t.Fatal("no successful reload after SIGHUP")
 	}
-	tok := hc.JWT(id, secret, 100, time.Minute)
-	if code, _ := d.do("POST", "/webhook/hascode", tok, hipchattest.RoomMessage(id, 100, "r1", "/hascode 25")); code != http.StatusNoContent {
+	tok := hc.Signer(id, secret, 100, time.Minute)
+	if code, _ := d.do("POST", "/webhook/hascode", tok(), hipchattest.RoomMessage(id, 100, "r1", "/hascode 25")); code != http.StatusNoContent {
 		t.Fatalf("webhook after reload = %d", code)
 	}
 	if msg := wait(t, hc, 2)[1].Body.Message; strings.Count(msg, "<li>") != 2 {
@@ -761,7 +792,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if got := d.metric(t, "hipconnect_config_last_reload_successful"); got != "0" {
 		t.Errorf("reload of a broken file: successful = %q, want 0", got)
 	}
-	if code, _ := d.do("POST", "/webhook/hascode", tok, hipchattest.RoomMessage(id, 100, "r2", "/hascode 25")); code != http.StatusNoContent {
+	if code, _ := d.do("POST", "/webhook/hascode", tok(), hipchattest.RoomMessage(id, 100, "r2", "/hascode 25")); code != http.StatusNoContent {
 		t.Fatalf("webhook after refused reload = %d", code)
 	}
 	if msg := wait(t, hc, 3)[2].Body.Message; strings.Count(msg, "<li>") != 2 {

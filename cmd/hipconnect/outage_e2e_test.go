@@ -84,10 +84,10 @@ func TestOutage(t *testing.T) {
 	t.Parallel()
 	d, hc := setup(t)
 	id, secret := install(t, d, hc, 0) // global: every room, no greeting
-	tok := hc.JWT(id, secret, 0, 10*time.Minute)
+	tok := hc.Signer(id, secret, 0, 10*time.Minute)
 	command := func(room int64, msgID string) {
 		t.Helper()
-		if code, body := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, room, msgID, "/echo "+msgID)); code != http.StatusNoContent {
+		if code, body := d.do("POST", "/webhook/echo", tok(), hipchattest.RoomMessage(id, room, msgID, "/echo "+msgID)); code != http.StatusNoContent {
 			t.Fatalf("webhook %s = %d %s, want 204", msgID, code, body)
 		}
 	}
@@ -373,9 +373,9 @@ func TestOutboxFull(t *testing.T) {
 	d := newDaemonWithCA(t, cfg, hc.CAPEM())
 	hc.SetFault(hipchattest.OnPath(hipchattest.PathRoom, hipchattest.Unavailable()))
 	id, secret := install(t, d, hc, 0)
-	tok := hc.JWT(id, secret, 0, 10*time.Minute)
+	tok := hc.Signer(id, secret, 0, 10*time.Minute)
 	webhook := func(msgID string) int {
-		code, _ := d.do("POST", "/webhook/echo", tok, hipchattest.RoomMessage(id, 1, msgID, "/echo "+msgID))
+		code, _ := d.do("POST", "/webhook/echo", tok(), hipchattest.RoomMessage(id, 1, msgID, "/echo "+msgID))
 		return code
 	}
 	for i := 1; i <= 3; i++ {
@@ -426,7 +426,7 @@ func TestPacingCountsGlanceUpdates(t *testing.T) {
 	id, secret := install(t, d, hc, 0)
 	hc.SetLimits(hipchattest.HipChatLimits)
 	poster := webhookPoster{client: &http.Client{Timeout: 5 * time.Second}, base: d.base, oauthID: id,
-		jwt: hc.JWT(id, secret, 0, 10*time.Minute), path: "/webhook/hascode", textBase: "/hascode "}
+		jwt: hc.Signer(id, secret, 0, 10*time.Minute), path: "/webhook/hascode", textBase: "/hascode "}
 	const rooms, perRoom, senders = 13, 20, 8 // 20 per room: under the room limit
 	var next atomic.Int64
 	var wg sync.WaitGroup

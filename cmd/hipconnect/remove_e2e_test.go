@@ -35,12 +35,12 @@ func TestRemoveLeavesNothing(t *testing.T) {
 				id, secret string
 				room       int64
 			}{{gone, goneSecret, 100}, {kept, keptSecret, 200}} {
-				tok := hc.JWT(inst.id, inst.secret, inst.room, time.Minute)
-				if code, body := d.do("PUT", "/api/settings", tok, []byte(`{"disabled":{"echo":true},"maxResults":3}`)); code != http.StatusOK {
+				tok := hc.Signer(inst.id, inst.secret, inst.room, time.Minute)
+				if code, body := d.do("PUT", "/api/settings", tok(), []byte(`{"disabled":{"echo":true},"maxResults":3}`)); code != http.StatusOK {
 					t.Fatalf("save settings = %d %s", code, body)
 				}
 				msg := hipchattest.RoomMessage(inst.id, inst.room, "m-"+inst.id, "/hascode 5")
-				if code, body := d.do("POST", "/webhook/hascode", tok, msg); code != http.StatusNoContent {
+				if code, body := d.do("POST", "/webhook/hascode", tok(), msg); code != http.StatusNoContent {
 					t.Fatalf("webhook = %d %s", code, body)
 				}
 			}

@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"html/template"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -175,21 +178,34 @@ type webhookPayload struct {
 // webhook acknowledges a slash command once it is committed to the outbox;
 // the dispatcher runs it and replies through the REST API. A message id
 // seen before is acknowledged without a second job.
+//
+// The request must look like HipChat's webhook, not like a page JWT reused
+// (any room member can read one in the browser): the body's
+// oauth_client_id must be the JWT's issuer, the JWT's context.room_id
+// (when present) the body's room, and a JWT seen before (by its jti) must
+// come with the same body (see replayCache); else 401.
 func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	a, _ := jwtauth.From(r.Context())
 	name := r.PathValue("command")
 	var p webhookPayload
-	err := decodeJSON(r, &p)
+	body, err := readBody(r)
+	if err == nil {
+		err = httperr.DecodeJSON(json.NewDecoder(bytes.NewReader(body)), &p)
+	}
 	switch {
 	case err != nil:
 	case p.Event != "room_message":
 		err = addon.Errorf(addon.Invalid, "unsupported event %q", addon.Clip(p.Event, 40))
 	case p.Item.Room.ID <= 0 || p.Item.Message.ID == "":
 		err = addon.Errorf(addon.Invalid, "item.room.id and item.message.id are required")
-	case p.OAuthClientID != "" && p.OAuthClientID != a.Inst.OAuthID:
-		err = addon.Errorf(addon.Forbidden, "oauth_client_id does not match the JWT issuer")
-	case !a.Inst.CoversRoom(p.Item.Room.ID) || (a.Claims.RoomID != 0 && a.Claims.RoomID != p.Item.Room.ID):
+	case p.OAuthClientID != a.Inst.OAuthID:
+		err = addon.Errorf(addon.Unauthorized, "oauth_client_id does not match the JWT issuer")
+	case a.Claims.RoomID != 0 && a.Claims.RoomID != p.Item.Room.ID:
+		err = addon.Errorf(addon.Unauthorized, "the JWT's room is not the webhook's room")
+	case !a.Inst.CoversRoom(p.Item.Room.ID):
 		err = addon.Errorf(addon.Forbidden, "room %d is not covered by installation %s", p.Item.Room.ID, a.Inst.OAuthID)
+	case !s.replays.admit(replayKey(a), body, a.Claims.ExpiresAt, s.Now()):
+		err = addon.Errorf(addon.Unauthorized, "JWT replayed with another body")
 	}
 	cmd, args, ok := s.Commands.Parse(p.Item.Message.Message)
 	if err == nil && (!ok || cmd != name) {
@@ -223,6 +239,26 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 // fail answers r with err through the one error adapter (a JSON body).
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httperr.Write(s.Logger, w, r, err, nil)
+}
+
+// replayKey names a webhook's JWT in the replay cache: its issuer and jti,
+// or the token itself when it has no jti.
+func replayKey(a jwtauth.Session) string {
+	if a.Claims.ID == "" {
+		return "token\x00" + a.Token
+	}
+	return "jti\x00" + a.Inst.OAuthID + "\x00" + a.Claims.ID
+}
+
+// readBody reads r's body (already capped by the middleware): a body over
+// the cap is the *http.MaxBytesError (413), any other failure Invalid.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	var mbe *http.MaxBytesError
+	if err != nil && !errors.As(err, &mbe) {
+		err = addon.Wrap(addon.Invalid, err, "could not read the request body")
+	}
+	return b, err
 }
 
 // decodeJSON reads r's body (already capped by the middleware) into v.

@@ -94,6 +94,7 @@ type server struct {
 	Deps
 	descriptorJSON []byte
 	outboundSlots  chan struct{} // see limited
+	replays        *replayCache  // JWT ids seen on webhooks
 }
 
 // NewServer returns the public handler.
@@ -105,6 +106,7 @@ func NewServer(d Deps) http.Handler {
 		Deps:           d,
 		descriptorJSON: d.Descriptor.JSON(),
 		outboundSlots:  make(chan struct{}, maxOutboundRequests),
+		replays:        newReplayCache(maxReplayEntries),
 	}
 	return s.routes()
 }

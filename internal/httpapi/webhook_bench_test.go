@@ -27,11 +27,11 @@ import (
 )
 
 // newTestServer returns the public handler on a real bbolt store with one
-// room installation, and a JWT for it.
-func newTestServer(tb testing.TB) (http.Handler, *store.DB, string) {
+// room installation, and a signer of JWTs for it.
+func newTestServer(tb testing.TB) (http.Handler, *store.DB, func() string) {
 	tb.Helper()
 	e := newTestEnv(tb, envOptions{})
-	return e.h, e.db, e.tok
+	return e.h, e.db, e.sign
 }
 
 // envOptions vary newTestEnv's server; zero values give newTestServer's.
@@ -49,7 +49,10 @@ type envOptions struct {
 type testEnv struct {
 	h   http.Handler
 	db  *store.DB
-	tok string // a JWT for the installation
+	tok  string        // a JWT for the installation
+	sign func() string // signs a new JWT for it (a new jti), as HipChat does per request
+	// signRoom is sign with another context.room_id (0: none).
+	signRoom func(room int64) string
 	m   *metrics.Metrics
 }
 
@@ -98,13 +101,28 @@ func newTestEnv(tb testing.TB, o envOptions) *testEnv {
 		Pages:    o.pages,
 		Logger:   logger, AllowHost: func(string) bool { return false }, MaxBodyBytes: o.maxBodyBytes,
 	})
-	now := time.Now()
-	e.tok, err = hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{Subject: "1", RoomID: 100,
-		IssuedAt: now, ExpiresAt: now.Add(time.Hour)})
-	if err != nil {
-		tb.Fatal(err)
+	var jti atomic.Uint64
+	e.signRoom = func(room int64) string {
+		now := time.Now()
+		tok, err := hipchat.SignJWT(inst.OAuthID, inst.OAuthSecret, hipchat.Claims{Subject: "1", RoomID: room,
+			IssuedAt: now, ExpiresAt: now.Add(time.Hour), ID: strconv.FormatUint(jti.Add(1), 10)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return tok
 	}
+	e.sign = func() string { return e.signRoom(100) }
+	e.tok = e.sign()
 	return e
+}
+
+// signN signs n JWTs ahead of a benchmark's loop.
+func (e *testEnv) signN(n int) []string {
+	toks := make([]string, n)
+	for i := range toks {
+		toks[i] = e.sign()
+	}
+	return toks
 }
 
 func webhookRequest(tok, msgID string) *http.Request {
@@ -119,7 +137,8 @@ func webhookRequest(tok, msgID string) *http.Request {
 // verification, installation lookup, parsing, and the durable enqueue
 // (bbolt batches concurrent commits into one fsync).
 func BenchmarkWebhook(b *testing.B) {
-	h, _, tok := newTestServer(b)
+	e := newTestEnv(b, envOptions{})
+	toks := e.signN(b.N + 1)
 	var n atomic.Int64
 	b.SetParallelism(16)
 	b.ReportAllocs()
@@ -127,7 +146,8 @@ func BenchmarkWebhook(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			w := httptest.NewRecorder()
-			h.ServeHTTP(w, webhookRequest(tok, fmt.Sprint("m", n.Add(1))))
+			k := n.Add(1)
+			e.h.ServeHTTP(w, webhookRequest(toks[k], fmt.Sprint("m", k)))
 			if w.Code != http.StatusNoContent {
 				b.Fatalf("status %d: %s", w.Code, w.Body)
 			}
@@ -161,10 +181,12 @@ func BenchmarkWebhookHandler(b *testing.B) {
 	e := newTestEnv(b, envOptions{wrap: func(db *store.DB, inst addon.Installation) addon.Store {
 		return memPath{DB: db, inst: inst}
 	}})
+	toks := e.signN(b.N)
 	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
+	b.ResetTimer()
+	for i := range b.N {
 		w := httptest.NewRecorder()
-		e.h.ServeHTTP(w, webhookRequest(e.tok, "m"+strconv.Itoa(i)))
+		e.h.ServeHTTP(w, webhookRequest(toks[i], "m"+strconv.Itoa(i)))
 		if w.Code != http.StatusNoContent {
 			b.Fatalf("status %d: %s", w.Code, w.Body)
 		}
@@ -172,27 +194,30 @@ func BenchmarkWebhookHandler(b *testing.B) {
 }
 
 func TestWebhookStatuses(t *testing.T) {
-	h, db, tok := newTestServer(t)
+	h, db, sign := newTestServer(t)
+	tok := sign() // reused with the same body only
 	rows := []struct {
 		name string
 		req  func() *http.Request
 		want int
 	}{
 		{"accepted", func() *http.Request { return webhookRequest(tok, "a") }, http.StatusNoContent},
+		{"duplicate with a new JWT", func() *http.Request { return webhookRequest(sign(), "a") }, http.StatusNoContent},
 		{"duplicate", func() *http.Request { return webhookRequest(tok, "a") }, http.StatusNoContent},
 		{"no jwt", func() *http.Request {
-			r := webhookRequest(tok, "b")
+			r := webhookRequest(sign(), "b")
 			r.Header.Del("Authorization")
 			return r
 		}, http.StatusUnauthorized},
 		{"signed_request query", func() *http.Request {
-			r := webhookRequest(tok, "c")
+			q := sign()
+			r := webhookRequest(q, "c")
 			r.Header.Del("Authorization")
-			r.URL.RawQuery = "signed_request=" + tok
+			r.URL.RawQuery = "signed_request=" + q
 			return r
 		}, http.StatusNoContent},
 		{"unknown host", func() *http.Request {
-			r := webhookRequest(tok, "d")
+			r := webhookRequest(sign(), "d")
 			r.Host = "evil.example"
 			return r
 		}, http.StatusMisdirectedRequest},
@@ -200,7 +225,7 @@ func TestWebhookStatuses(t *testing.T) {
 			return httptest.NewRequest(http.MethodGet, "https://addon.example/webhook/echo", nil)
 		}, http.StatusMethodNotAllowed},
 		{"unknown command", func() *http.Request {
-			r := webhookRequest(tok, "e")
+			r := webhookRequest(sign(), "e")
 			r.URL.Path = "/webhook/nope"
 			return r
 		}, http.StatusBadRequest},

@@ -70,52 +70,58 @@ func TestWebhookAnswers(t *testing.T) {
 	}{
 		{name: "accepted", req: func() *http.Request { return webhookPost(e.tok, good("a")) }, code: 204},
 		{name: "duplicate", req: func() *http.Request { return webhookPost(e.tok, good("a")) }, code: 204},
-		{name: "empty body", req: func() *http.Request { return webhookPost(e.tok, nil) }, code: 400,
+		{name: "duplicate with a new JWT", req: func() *http.Request { return webhookPost(e.sign(), good("a")) }, code: 204},
+		{name: "JWT replayed with another body", req: func() *http.Request { return webhookPost(e.tok, good("a2")) }, code: 401,
+			msg: "JWT replayed with another body", reason: "JWT replayed with another body"},
+		{name: "empty body", req: func() *http.Request { return webhookPost(e.sign(), nil) }, code: 400,
 			msg: "malformed JSON body", reason: "malformed JSON body: EOF"},
-		{name: "truncated", req: func() *http.Request { return webhookPost(e.tok, good("b")[:100]) }, code: 400,
+		{name: "truncated", req: func() *http.Request { return webhookPost(e.sign(), good("b")[:100]) }, code: 400,
 			msg: "malformed JSON body", reason: "malformed JSON body: unexpected EOF"},
-		{name: "syntax error", req: func() *http.Request { return webhookPost(e.tok, []byte(`{"event":}`)) }, code: 400,
+		{name: "syntax error", req: func() *http.Request { return webhookPost(e.sign(), []byte(`{"event":}`)) }, code: 400,
 			msg: "malformed JSON body", reason: "malformed JSON body: invalid character '}' looking for beginning of value"},
 		{name: "wrong type", req: func() *http.Request {
-			return webhookPost(e.tok, webhookBody("c", "/echo hello", `"room":{"id":100`, `"room":{"id":"100"`))
+			return webhookPost(e.sign(), webhookBody("c", "/echo hello", `"room":{"id":100`, `"room":{"id":"100"`))
 		}, code: 400, msg: "malformed JSON body",
 			reason: "malformed JSON body: json: cannot unmarshal string into Go struct field .item.room.id of type int64"},
-		{name: "trailing data", req: func() *http.Request { return webhookPost(e.tok, append(good("d"), " x"...)) }, code: 400,
+		{name: "trailing data", req: func() *http.Request { return webhookPost(e.sign(), append(good("d"), " x"...)) }, code: 400,
 			msg: "malformed JSON body: trailing data", reason: "malformed JSON body: trailing data"},
-		{name: "two values", req: func() *http.Request { return webhookPost(e.tok, append(good("e"), good("f")...)) }, code: 400,
+		{name: "two values", req: func() *http.Request { return webhookPost(e.sign(), append(good("e"), good("f")...)) }, code: 400,
 			msg: "malformed JSON body: trailing data", reason: "malformed JSON body: trailing data"},
 		// json.Decoder.More does not count a closing bracket as more data.
-		{name: "closing bracket after", req: func() *http.Request { return webhookPost(e.tok, append(good("g"), " ]"...)) }, code: 204},
-		{name: "trailing spaces", req: func() *http.Request { return webhookPost(e.tok, append(good("h"), " \n\t"...)) }, code: 204},
-		// The body is decoded as a stream: what follows the value is only
-		// read as far as needed, so spaces past the cap, and what follows
-		// them, go unnoticed.
+		{name: "closing bracket after", req: func() *http.Request { return webhookPost(e.sign(), append(good("g"), " ]"...)) }, code: 204},
+		{name: "trailing spaces", req: func() *http.Request { return webhookPost(e.sign(), append(good("h"), " \n\t"...)) }, code: 204},
+		// The whole body is read (the replay check digests it): spaces
+		// past the cap are over the cap too.
 		{name: "spaces past the cap", req: func() *http.Request {
-			return webhookPost(e.tok, append(good("i"), bytes.Repeat([]byte(" "), 4096)...))
-		}, code: 204},
-		{name: "over the cap", req: func() *http.Request {
-			return webhookPost(e.tok, webhookBody("j", "/echo "+strings.Repeat("x", 2048)))
+			return webhookPost(e.sign(), append(good("i"), bytes.Repeat([]byte(" "), 4096)...))
 		}, code: 413, msg: "request body over 2048 bytes", reason: "http: request body too large"},
-		{name: "garbage past the cap", req: func() *http.Request {
-			return webhookPost(e.tok, append(append(good("k"), bytes.Repeat([]byte(" "), 4096)...), 'x'))
-		}, code: 204},
+		{name: "over the cap", req: func() *http.Request {
+			return webhookPost(e.sign(), webhookBody("j", "/echo "+strings.Repeat("x", 2048)))
+		}, code: 413, msg: "request body over 2048 bytes", reason: "http: request body too large"},
+
 		{name: "other event", req: func() *http.Request {
-			return webhookPost(e.tok, webhookBody("l", "/echo hello", `"event":"room_message"`, `"event":"room_enter"`))
+			return webhookPost(e.sign(), webhookBody("l", "/echo hello", `"event":"room_message"`, `"event":"room_enter"`))
 		}, code: 400, msg: `unsupported event "room_enter"`, reason: `unsupported event "room_enter"`},
-		{name: "no message id", req: func() *http.Request { return webhookPost(e.tok, good("")) }, code: 400,
+		{name: "no message id", req: func() *http.Request { return webhookPost(e.sign(), good("")) }, code: 400,
 			msg: "item.room.id and item.message.id are required", reason: "item.room.id and item.message.id are required"},
 		{name: "other oauth client", req: func() *http.Request {
-			return webhookPost(e.tok, webhookBody("m", "/echo hello", `"oauth_client_id":"inst-1"`, `"oauth_client_id":"inst-2"`))
-		}, code: 403, msg: "oauth_client_id does not match the JWT issuer", reason: "oauth_client_id does not match the JWT issuer"},
+			return webhookPost(e.sign(), webhookBody("m", "/echo hello", `"oauth_client_id":"inst-1"`, `"oauth_client_id":"inst-2"`))
+		}, code: 401, msg: "oauth_client_id does not match the JWT issuer", reason: "oauth_client_id does not match the JWT issuer"},
+		{name: "no oauth client", req: func() *http.Request {
+			return webhookPost(e.sign(), webhookBody("m2", "/echo hello", `,"oauth_client_id":"inst-1"`, ``))
+		}, code: 401, msg: "oauth_client_id does not match the JWT issuer", reason: "oauth_client_id does not match the JWT issuer"},
+		{name: "JWT of another room", req: func() *http.Request {
+			return webhookPost(e.sign(), webhookBody("n", "/echo hello", `"room":{"id":100`, `"room":{"id":200`))
+		}, code: 401, msg: "the JWT's room is not the webhook's room", reason: "the JWT's room is not the webhook's room"},
 		{name: "other room", req: func() *http.Request {
-			return webhookPost(e.tok, webhookBody("n", "/echo hello", `"room":{"id":100`, `"room":{"id":200`))
+			return webhookPost(e.signRoom(0), webhookBody("n2", "/echo hello", `"room":{"id":100`, `"room":{"id":200`))
 		}, code: 403, msg: "room 200 is not covered by installation inst-1", reason: "room 200 is not covered by installation inst-1"},
-		{name: "other command", req: func() *http.Request { return webhookPost(e.tok, webhookBody("o", "/other x")) }, code: 400,
+		{name: "other command", req: func() *http.Request { return webhookPost(e.sign(), webhookBody("o", "/other x")) }, code: 400,
 			msg: "message is not a /echo command", reason: "message is not a /echo command"},
 		{name: "bad jwt", req: func() *http.Request { return webhookPost(e.tok+"x", good("p")) }, code: 401,
 			msg: "invalid JWT", reason: "invalid JWT: hipchat: verify jwt: bad signature: token signature is invalid: signature is invalid"},
 		{name: "no jwt", req: func() *http.Request {
-			r := webhookPost(e.tok, good("q"))
+			r := webhookPost(e.sign(), good("q"))
 			r.Header.Del("Authorization")
 			return r
 		}, code: 401, msg: "missing or malformed JWT", reason: "missing or malformed JWT: hipchat: extract jwt: no jwt in the request"},
@@ -177,11 +183,12 @@ func TestWebhookAnswers(t *testing.T) {
 	want := `
 # HELP hipconnect_webhooks_total Webhook deliveries from HipChat by result.
 # TYPE hipconnect_webhooks_total counter
-hipconnect_webhooks_total{result="accepted"} 5
+hipconnect_webhooks_total{result="accepted"} 3
 hipconnect_webhooks_total{result="bad request"} 9
-hipconnect_webhooks_total{result="duplicate"} 1
-hipconnect_webhooks_total{result="forbidden"} 2
-hipconnect_webhooks_total{result="request entity too large"} 1
+hipconnect_webhooks_total{result="duplicate"} 2
+hipconnect_webhooks_total{result="forbidden"} 1
+hipconnect_webhooks_total{result="request entity too large"} 2
+hipconnect_webhooks_total{result="unauthorized"} 4
 `
 	if err := testutil.GatherAndCompare(e.m.Registry, strings.NewReader(want), "hipconnect_webhooks_total"); err != nil {
 		t.Error(err)
@@ -203,8 +210,8 @@ hipconnect_webhooks_total{result="request entity too large"} 1
 			counts[strings.Join(labels, ",")] = m.GetHistogram().GetSampleCount()
 		}
 	}
-	wantCounts := map[string]uint64{"code=204,route=webhook": 6, "code=400,route=webhook": 9, "code=401,route=webhook": 2,
-		"code=403,route=webhook": 2, "code=413,route=webhook": 1}
+	wantCounts := map[string]uint64{"code=204,route=webhook": 5, "code=400,route=webhook": 9, "code=401,route=webhook": 6,
+		"code=403,route=webhook": 1, "code=413,route=webhook": 2}
 	if fmt.Sprint(counts) != fmt.Sprint(wantCounts) {
 		t.Errorf("request duration counts = %v, want %v", counts, wantCounts)
 	}

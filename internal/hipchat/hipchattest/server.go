@@ -995,6 +995,13 @@ func (s *Server) JWT(oauthID, secret string, roomID int64, ttl time.Duration) st
 	return tok
 }
 
+// Signer returns a function that signs a new JWT at each call, as HipChat
+// does for each request it makes (a new jti each time): what a webhook
+// needs, since a JWT id seen before is refused with another body.
+func (s *Server) Signer(oauthID, secret string, roomID int64, ttl time.Duration) func() string {
+	return func() string { return s.JWT(oauthID, secret, roomID, ttl) }
+}
+
 // userID is the HipChat user the fake's webhooks and JWTs come from.
 const userID = 1661743
 
