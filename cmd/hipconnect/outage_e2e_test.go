@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -467,5 +468,40 @@ func TestPacingCountsGlanceUpdates(t *testing.T) {
 		rooms*perRoom, len(hc.Notifications()), len(hc.GlanceUpdates()), api, limited)
 	if limited != 0 || api != 500 {
 		t.Errorf("%d API requests, %d answered 429; want exactly 500 (the budget) and none", api, limited)
+	}
+}
+
+// TestRestartKeepsThePace: a restart in the middle of a paced burst (40
+// replies for one room, 30 per minute allowed) sends no more than the room
+// has left, so the fake HipChat, enforcing HipChat's limits, answers no
+// 429: the pacer's windows are saved at shutdown and loaded at start.
+func TestRestartKeepsThePace(t *testing.T) {
+	t.Parallel()
+	d, hc := setup(t)
+	id, secret := install(t, d, hc, 0)
+	hc.SetLimits(hipchattest.HipChatLimits)
+	poster := webhookPoster{client: &http.Client{Timeout: 5 * time.Second}, base: d.base, oauthID: id,
+		jwt: hc.Signer(id, secret, 0, 10*time.Minute), path: "/webhook/echo", textBase: "/echo "}
+	for i := range 40 {
+		if code, err := poster.post(7, fmt.Sprintf("burst-%02d", i)); err != nil || code != http.StatusNoContent {
+			t.Fatalf("webhook %d = %d %v, want 204", i, code, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := hc.WaitNotifications(ctx, 30); err != nil {
+		t.Fatalf("first 30 replies: %v", err)
+	}
+	d.stop(syscall.SIGTERM)
+	d.start()
+	time.Sleep(3 * time.Second) // the restarted daemon would send at once if it forgot
+	limited := 0
+	for _, r := range hc.Requests() {
+		if r.Status == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if n := len(hc.Notifications()); limited != 0 || n != 30 {
+		t.Errorf("after the restart: %d notifications, %d answered 429; want 30 (the room's minute is spent) and none", n, limited)
 	}
 }

@@ -155,6 +155,26 @@ type DeadLetters interface {
 	PruneDead(ctx context.Context, olderThan time.Time) (int, error)
 }
 
+// Pacing keeps the delivery pacer's recent sends across restarts, so that
+// a restart does not forget how much of HipChat's budgets is spent.
+type Pacing interface {
+	// SavePacing stores each window in place of what was stored for it;
+	// a window without times deletes it. Windows of an installation not
+	// stored are skipped, so a save that races the installation's removal
+	// leaves nothing behind. Removing an installation removes its windows.
+	SavePacing(ctx context.Context, windows []PaceWindow) error
+	// LoadPacing returns every stored window.
+	LoadPacing(ctx context.Context) ([]PaceWindow, error)
+}
+
+// PaceWindow is the recent send times under one of HipChat's limits: a
+// room's flood control, or (Room 0) the installation's token budget.
+type PaceWindow struct {
+	OAuthID string
+	Room    int64
+	Times   []time.Time
+}
+
 // KV is one namespace of key/value data. Get and Delete of an absent key
 // return NotFound.
 //
@@ -187,6 +207,7 @@ type Store interface {
 	Tokens
 	Outbox
 	DeadLetters
+	Pacing
 	// KV returns the key/value namespace with the given name.
 	KV(namespace string) KV
 }

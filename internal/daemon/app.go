@@ -170,7 +170,7 @@ func (a *App) buildServices() {
 		GlanceKey: a.Descriptor.Capabilities.Glance[0].Key, Logger: o.Logger, Now: o.Now,
 	})
 	a.Dispatcher = delivery.New(delivery.Options{
-		Store: a.DB, Run: a.runCommand, Send: a.send, Observe: a.observe, Requests: a.Slash.Requests,
+		Store: a.DB, Run: a.runCommand, Send: a.send, Observe: a.observe, Requests: a.Slash.Requests, Pacing: a.DB,
 		Grace: a.Config.Server.ShutdownGrace, Workers: deliveryWorkers, Logger: o.Logger, Now: o.Now,
 	})
 	// Every job the store commits is told to the dispatcher, in commit

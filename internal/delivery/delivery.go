@@ -20,7 +20,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -69,6 +68,12 @@ type Options struct {
 	// plus what its command sends on the way (a search updates the room's
 	// glance). TokenLimit counts that many (at most its N); nil counts 1.
 	Requests func(j addon.Job) int
+	// Pacing, when set, keeps the pacer's windows across restarts: they
+	// are loaded when Run starts, saved every PaceSave while they change,
+	// and when Run ends, so that a restart under load spends no budget
+	// twice.
+	Pacing   addon.Pacing
+	PaceSave time.Duration // default 1s
 	Workers  int           // concurrent deliveries; default 8
 	Grace    time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
 	Logger   *slog.Logger
@@ -94,6 +99,9 @@ func New(o Options) *Dispatcher {
 	}
 	if o.Grace <= 0 {
 		o.Grace = 10 * time.Second
+	}
+	if o.PaceSave <= 0 {
+		o.PaceSave = time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -252,6 +260,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	store := context.WithoutCancel(ctx) // outcomes are recorded even while shutting down
 	l := &loop{d: d, rooms: map[string]*room{}, removing: map[uint64]bool{}, pace: newPacer(),
 		tasks: make(chan task)}
+	l.loadPacing(store)
 	done := make(chan result)
 	var workers sync.WaitGroup
 	for range d.o.Workers {
@@ -285,6 +294,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	window := max(d.o.RoomLimit.Per, d.o.TokenLimit.Per, time.Minute) // the longest a pacer window matters
 	forget := time.NewTicker(window)
 	defer forget.Stop()
+	save := time.NewTicker(d.o.PaceSave)
+	defer save.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -309,16 +320,55 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				}
 			}
 			close(toRemove)
+			l.savePacing(store)
 			return ctx.Err()
 		case <-d.wake:
 		case <-timer.C:
 		case <-forget.C:
 			l.pace.forget(d.o.Now(), window)
+		case <-save.C:
+			l.savePacing(store)
 		case r := <-done:
 			l.finish(r)
 		case c := <-removed:
 			writing = false
 			l.removed(c)
+		}
+	}
+}
+
+// loadPacing restores the pacer's windows saved by the last run.
+func (l *loop) loadPacing(ctx context.Context) {
+	o := l.d.o
+	if o.Pacing == nil {
+		return
+	}
+	ws, err := o.Pacing.LoadPacing(ctx)
+	if err != nil {
+		o.Logger.Warn("delivery: pacing of the last run not loaded; HipChat may answer 429 for a while", slog.Any("err", err))
+		return
+	}
+	l.pace.restore(ws, o.RoomLimit, o.TokenLimit, o.Now())
+}
+
+// savePacing saves the windows changed since the last save; after a
+// failure they are saved at the next.
+func (l *loop) savePacing(ctx context.Context) {
+	ws := l.pace.dirty()
+	if l.d.o.Pacing == nil {
+		return
+	}
+	if len(ws) == 0 {
+		return
+	}
+	if err := l.d.o.Pacing.SavePacing(ctx, ws); err != nil {
+		l.d.o.Logger.Warn("delivery: save pacing", slog.Int("windows", len(ws)), slog.Any("err", err))
+		for _, w := range ws {
+			key := w.OAuthID
+			if w.Room != 0 {
+				key = roomKey(w.OAuthID, w.Room)
+			}
+			l.pace.changed[key] = true
 		}
 	}
 }
@@ -409,7 +459,7 @@ func (l *loop) add(j addon.Job) {
 
 // room returns the queue of j's room, made if need be.
 func (l *loop) room(j addon.Job) *room {
-	key := j.OAuthID + "\x00" + strconv.FormatInt(j.RoomID, 10)
+	key := roomKey(j.OAuthID, j.RoomID)
 	r := l.rooms[key]
 	if r == nil {
 		r = &room{key: key}

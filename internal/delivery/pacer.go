@@ -2,7 +2,11 @@ package delivery
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/hipconnect/hipconnect/internal/addon"
 )
 
 // Limit is a rate: at most N events in any window of length Per.
@@ -46,11 +50,66 @@ func (w *window) oldest() int {
 // may take seconds), and HipChat counts it from then. Counting it from
 // the end of the attempt, never earlier, keeps every window at least as
 // wide as HipChat's.
+//
+// Its keys are an installation's OAuthID (its token's budget) or roomKey's
+// (a room's flood control). The windows changed since the last dirty call
+// are the ones a restart would otherwise forget.
 type pacer struct {
-	w map[string]*window
+	w       map[string]*window
+	changed map[string]bool
 }
 
-func newPacer() *pacer { return &pacer{w: map[string]*window{}} }
+func newPacer() *pacer { return &pacer{w: map[string]*window{}, changed: map[string]bool{}} }
+
+// roomKey is the pacer key of a room's flood control.
+func roomKey(oauthID string, room int64) string {
+	return oauthID + "\x00" + strconv.FormatInt(room, 10)
+}
+
+// windowOf is the stored form of the window at key (nil: none).
+func windowOf(key string, w *window) addon.PaceWindow {
+	pw := addon.PaceWindow{OAuthID: key}
+	if id, room, ok := strings.Cut(key, "\x00"); ok {
+		pw.OAuthID = id
+		pw.Room, _ = strconv.ParseInt(room, 10, 64)
+	}
+	if w != nil {
+		pw.Times = slices.Clone(w.times)
+	}
+	return pw
+}
+
+// dirty returns the windows changed since the last call (a forgotten one
+// without times) and starts afresh.
+func (p *pacer) dirty() []addon.PaceWindow {
+	out := make([]addon.PaceWindow, 0, len(p.changed))
+	for key := range p.changed {
+		out = append(out, windowOf(key, p.w[key]))
+	}
+	clear(p.changed)
+	return out
+}
+
+// restore takes back windows saved before a restart: the times still
+// inside their limit's window at now, at most N of them.
+func (p *pacer) restore(ws []addon.PaceWindow, room, token Limit, now time.Time) {
+	for _, pw := range ws {
+		l, key := token, pw.OAuthID
+		if pw.Room != 0 {
+			l, key = room, roomKey(pw.OAuthID, pw.Room)
+		}
+		times := slices.DeleteFunc(slices.Clone(pw.Times), func(t time.Time) bool { return now.Sub(t) >= l.Per })
+		slices.SortFunc(times, time.Time.Compare)
+		if l.N > 0 && len(times) > l.N {
+			times = times[len(times)-l.N:]
+		}
+		if len(times) == 0 || l.N <= 0 {
+			p.changed[key] = true // stale: deleted at the next save
+			continue
+		}
+		p.w[key] = &window{times: times}
+	}
+}
 
 // wait returns zero if an event under key may happen at now under l, or
 // how long until it may.
@@ -92,6 +151,7 @@ func (p *pacer) take(key string, l Limit, now time.Time) int {
 		w = &window{}
 		p.w[key] = w
 	}
+	p.changed[key] = true
 	if len(w.times) < l.N {
 		w.times = append(w.times, now)
 		return len(w.times) - 1
@@ -110,6 +170,7 @@ func (p *pacer) settle(key string, slot int, at, end time.Time) {
 		return
 	}
 	w.times[slot] = end
+	p.changed[key] = true
 }
 
 // forget drops windows whose newest event is older than per: they no
@@ -124,6 +185,7 @@ func (p *pacer) forget(now time.Time, per time.Duration) {
 		}
 		if now.Sub(newest) > per {
 			delete(p.w, k)
+			p.changed[k] = true
 		}
 	}
 }

@@ -67,6 +67,7 @@ func groups() []group {
 		{"DeadLetters", deadLetterCases()},
 		{"KV", kvCases()},
 		{"CertStorage", certCases()},
+		{"Pacing", pacingCases()},
 		{"RemovalCascade", removalCases()},
 	}
 }
