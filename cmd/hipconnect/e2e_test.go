@@ -549,6 +549,9 @@ func TestEndToEnd(t *testing.T) {
 		if out := installationsList(t, d); !strings.Contains(out, "requested") {
 			t.Errorf("installations list shows no requested uninstall:\n%s", out)
 		}
+		if n := d.metric(t, "hipconnect_uninstalls_pending"); n != "1" {
+			t.Errorf("hipconnect_uninstalls_pending = %q, want 1", n)
+		}
 		for time.Since(requested) < 2*time.Second {
 			if code, _ := d.do("POST", "/webhook/echo", tok(), hipchattest.RoomMessage(id, room, "m-pending-"+time.Now().Format("150405.000"), "/echo still here")); code != http.StatusNoContent {
 				t.Fatalf("webhook while the credentials work = %d, want 204", code)

@@ -139,8 +139,12 @@ func (a *App) Close() error {
 
 func (a *App) stats(ctx context.Context) (metrics.Stats, error) {
 	s, err := a.DB.Stats(ctx)
+	if err != nil {
+		return metrics.Stats{}, err
+	}
+	pending, err := a.Installs.PendingUninstalls(ctx)
 	return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs,
-		DeadLetters: s.DeadLetters, OldestPending: s.OldestPending}, err
+		DeadLetters: s.DeadLetters, OldestPending: s.OldestPending, PendingUninstalls: len(pending)}, err
 }
 
 func (a *App) newCerts(ctx context.Context) (*tlsmgr.Manager, error) {

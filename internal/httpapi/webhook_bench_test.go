@@ -47,13 +47,13 @@ type envOptions struct {
 
 // testEnv is a public handler and what a test inspects of it.
 type testEnv struct {
-	h   http.Handler
-	db  *store.DB
+	h    http.Handler
+	db   *store.DB
 	tok  string        // a JWT for the installation
 	sign func() string // signs a new JWT for it (a new jti), as HipChat does per request
 	// signRoom is sign with another context.room_id (0: none).
 	signRoom func(room int64) string
-	m   *metrics.Metrics
+	m        *metrics.Metrics
 }
 
 func newTestEnv(tb testing.TB, o envOptions) *testEnv {

@@ -35,12 +35,17 @@ type Stats struct {
 	PendingJobs   int
 	DeadLetters   int
 	OldestPending time.Time // zero when nothing is pending
+	// PendingUninstalls counts the uninstalls requested and not yet
+	// confirmed by HipChat.
+	PendingUninstalls int
 }
 
 // New returns Metrics in a fresh registry with the Go and process
 // collectors, hipconnect_build_info, and gauges read from stats at each
-// scrape (stats may be nil).
+// scrape (stats may be nil). process_start_time_seconds is always there,
+// also where /proc/stat is hidden (ProcSubset=pid): see processCollector.
 func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
+	created := time.Now()
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -86,7 +91,7 @@ func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
 	buildInfo.Set(1)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newProcessCollector(created),
 		buildInfo, m.Installs, m.Uninstalls, m.Webhooks, m.Commands, m.Deliveries, m.RateLimited, m.HTTPDuration, m.Delivery, m.ReloadOK, m.ReloadTime,
 	)
 	if stats != nil {
@@ -97,6 +102,8 @@ func New(version string, stats func(context.Context) (Stats, error)) *Metrics {
 			oldest: prometheus.NewDesc("hipconnect_outbox_oldest_age_seconds",
 				"Age of the oldest pending command; 0 when none is pending.", nil, nil),
 			up: prometheus.NewDesc("hipconnect_store_up", "Whether the store answered the last scrape.", nil, nil),
+			uninstalls: prometheus.NewDesc("hipconnect_uninstalls_pending",
+				"Uninstalls requested and not yet confirmed by HipChat (re-checked on a schedule).", nil, nil),
 		})
 	}
 	return m
@@ -108,8 +115,8 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 type statsCollector struct {
-	stats                             func(context.Context) (Stats, error)
-	installations, outbox, oldest, up *prometheus.Desc
+	stats                                         func(context.Context) (Stats, error)
+	installations, outbox, oldest, up, uninstalls *prometheus.Desc
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -117,6 +124,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.outbox
 	ch <- c.oldest
 	ch <- c.up
+	ch <- c.uninstalls
 }
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -127,6 +135,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
 	ch <- prometheus.MustNewConstMetric(c.installations, prometheus.GaugeValue, float64(s.Installations))
+	ch <- prometheus.MustNewConstMetric(c.uninstalls, prometheus.GaugeValue, float64(s.PendingUninstalls))
 	ch <- prometheus.MustNewConstMetric(c.outbox, prometheus.GaugeValue, float64(s.PendingJobs), "pending")
 	ch <- prometheus.MustNewConstMetric(c.outbox, prometheus.GaugeValue, float64(s.DeadLetters), "dead")
 	age := 0.0
