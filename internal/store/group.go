@@ -11,13 +11,10 @@ import (
 )
 
 // groupCommit runs the functions of concurrent writers in shared write
-// transactions, so that many writes cost one commit and its fsyncs. A
-// write waits delay for others to join it, whether it arrives when nothing
-// is being written or while a commit is on its way: the writes that arrive
-// during a commit, and in the delay after it, go into the next one. (Without
-// the delay after a commit, a fast disk made commits back to back with a
-// few writes each, and their cost per write dominated the daemon's CPU per
-// command; docs/performance.md.)
+// transactions, so that many writes cost one commit and its fsyncs. The
+// writes that arrive while a commit is on its way all go into the next
+// one, at once; a write that arrives when nothing is being written waits
+// delay for others to join it.
 //
 // It does what bolt's Batch does, but Batch cuts a batch when its timer
 // fires and the batch then queues for the write lock: under load, batches
@@ -94,7 +91,6 @@ func (g *groupCommit) loop() {
 	for {
 		if calls := g.take(); calls != nil {
 			g.commit(calls)
-			time.Sleep(g.delay) // let the next commit gather more
 			continue
 		}
 		select {
