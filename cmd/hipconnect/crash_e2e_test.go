@@ -343,9 +343,10 @@ type killRounds struct {
 // kill kills, checks the store and restarts d crashKills times (within
 // crashBudget); the load keeps going throughout. Requests a killed process
 // wrote before it died may reach the fake's handlers a little later: wait
-// for those before restarting, so that what the fake records before a
-// restart came from the processes before it, and what it records after,
-// from those after. It returns the times just before each restart.
+// until the fake has no connection open and no request in hand, and its
+// record stays still, before restarting, so that what the fake records
+// before a restart came from the processes before it, and what it records
+// after, from those after. It returns the times just before each restart.
 func (l *crashLoad) kill(t *testing.T, d *proc, hc *hipchattest.Server, rng *rand.Rand, start time.Time) ([]time.Time, killRounds) {
 	var (
 		restarted []time.Time
@@ -364,6 +365,9 @@ func (l *crashLoad) kill(t *testing.T, d *proc, hc *hipchattest.Server, rng *ran
 			r.duringBackup++
 		}
 		pending := checkStore(t, d)
+		if !hc.WaitIdle(10 * time.Second) {
+			t.Errorf("kill %d: the fake HipChat still busy with the killed process's requests after 10 s", r.n)
+		}
 		for n, quiet, until := -1, 0, time.Now().Add(time.Second); quiet < 2 && time.Now().Before(until); time.Sleep(20 * time.Millisecond) {
 			if m := len(hc.Notifications()); m == n {
 				quiet++

@@ -109,10 +109,24 @@ func startDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *proc
 	t.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.log.String())
+			t.Logf("daemon log, %s", logTail(d.log.String(), 20))
 		}
 	})
 	return d
+}
+
+// logTail returns the last n lines of a daemon log that are not at DEBUG
+// level: short enough that a failure's own messages, printed before it,
+// stay in view at the end of a CI run's output.
+func logTail(log string, n int) string {
+	var lines []string
+	for l := range strings.Lines(log) {
+		if !strings.Contains(l, "level=DEBUG") {
+			lines = append(lines, l)
+		}
+	}
+	from := max(len(lines)-n, 0)
+	return fmt.Sprintf("last %d of %d lines above DEBUG:\n%s", len(lines)-from, len(lines), strings.Join(lines[from:], ""))
 }
 
 func (d *proc) start() {

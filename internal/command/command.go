@@ -205,7 +205,12 @@ func Format(spec Spec, term string, hits []Hit) string {
 	}
 	b.WriteString("</ul>")
 	if len(hits) > shown && spec.ShowAllURL != "" {
-		fmt.Fprintf(&b, `<a href="%s">Show all %d results for %s</a>`, html.EscapeString(expand(spec.ShowAllURL, term)), len(hits), qt)
+		footer := fmt.Sprintf(`<a href="%s">Show all %d results for %s</a>`, html.EscapeString(expand(spec.ShowAllURL, term)), len(hits), qt)
+		// A long term can make the link longer than the room left for it:
+		// HipChat refuses a message over maxMessage, so it is left out.
+		if utf8.RuneCountInString(b.String())+utf8.RuneCountInString(footer) <= maxMessage {
+			b.WriteString(footer)
+		}
 	}
 	return b.String()
 }
@@ -289,9 +294,13 @@ func expand(tmpl, term string) string {
 }
 
 // Truncate shortens s to at most n characters, marking the cut with "…".
+// For n < 1 it returns "".
 func Truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s
+	}
+	if n < 1 {
+		return ""
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"

@@ -41,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -220,6 +221,9 @@ type Server struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
+	conns    atomic.Int64 // connections open on the listener
+	handling atomic.Int64 // requests being handled
+
 	mu            sync.Mutex
 	expiresIn     int
 	clients       map[string]string // oauthID -> secret
@@ -318,6 +322,14 @@ func New(t testing.TB, opts Options) *Server {
 		// Handshake errors from clients that do not trust the CA are
 		// expected in tests; t.Logf could run after the test ended.
 		ErrorLog: log.New(io.Discard, "", 0),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				s.conns.Add(-1)
+			}
+		},
 	}
 	go func() {
 		defer close(s.served)
@@ -411,6 +423,21 @@ func (t transport) RoundTrip(req *http.Request) (resp *http.Response, err error)
 	resp = rec.Result()
 	resp.Request = req
 	return resp, nil
+}
+
+// WaitIdle waits up to timeout until no connection to the fake is open and
+// no request is being handled, and reports whether that happened: after a
+// client process is killed, what it sent before it died has then been
+// recorded, or dropped with its connection.
+func (s *Server) WaitIdle(timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
+		if s.conns.Load() == 0 && s.handling.Load() == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // Close stops the fake and wakes anyone waiting on it. It runs by itself
@@ -590,6 +617,8 @@ func (s *Server) wakeLocked() {
 
 // ServeHTTP runs the fault, then the fake's routes, and logs the request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handling.Add(1)
+	defer s.handling.Add(-1)
 	rec := &statusRecorder{ResponseWriter: w}
 	r.Body = http.MaxBytesReader(rec, r.Body, 1<<20)
 	defer func() { // also when Drop panics with http.ErrAbortHandler
