@@ -516,8 +516,10 @@ commands:
     search_url: %[8]q
     max_results: 10
     show_all_url: "https://blog.example/tag/{term}"
+    reply: api # through the REST API, as the baseline answers
   - name: echo
     kind: echo
+    reply: api
 `
 
 // tlsSection is daemonConfig's tls section, and the scheme of the base URL

@@ -16,10 +16,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/allowlist"
+	"github.com/hipconnect/hipconnect/internal/command"
 	"github.com/hipconnect/hipconnect/internal/config"
 	"github.com/hipconnect/hipconnect/internal/daemon"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
+	"github.com/hipconnect/hipconnect/internal/integration"
 )
 
 // multiFlag collects a repeatable flag.
@@ -68,6 +71,7 @@ func (e env) check(ctx context.Context, args []string) error {
 		c.ok("allowlist: %s", clients.Allow)
 		checkResolve(ctx, c, clients.Allow)
 		checkHipChats(ctx, c, clients.HipChat, hipchats)
+		checkIntegrations(ctx, c, cfg, clients)
 	}
 	checkCertificate(c, cfg)
 	printConnections(e.stdout, cfg)
@@ -130,6 +134,52 @@ func checkHipChats(ctx context.Context, c *checker, hc *hipchat.Client, urls []s
 			continue
 		}
 		c.ok("HipChat %s: API %s, token endpoint %s", u, caps.APIURL, caps.TokenURL)
+	}
+}
+
+// checkIntegrations checks each "Build your own" integration: its room URL
+// file reads and parses, its host is allowlisted and resolves (checked
+// with the allowlist's names above), and HipChat accepts its token for the
+// room (a GET of the room: nothing is posted). Only the redacted URL is
+// printed.
+func checkIntegrations(ctx context.Context, c *checker, cfg *config.Config, clients *daemon.Clients) {
+	for i, ic := range cfg.Integrations {
+		u, err := integration.ReadRoomURL(ic.RoomURLFile)
+		if err != nil {
+			c.fail("integrations[%d] %s: %v", i, ic.Name, err)
+			continue
+		}
+		if !clients.HipChatHosts.AllowHost(u.Host()) {
+			c.fail("integration %s: the room URL's host %s is not on hipchat.allowed_hosts", ic.Name, u.Host())
+			continue
+		}
+		if _, isIP := allowlist.HostIP(u.Host()); !isIP {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := net.DefaultResolver.LookupNetIP(rctx, "ip", u.Host())
+			cancel()
+			if err != nil {
+				c.fail("integration %s: the room URL's host %s does not resolve: %v", ic.Name, u.Host(), err)
+				continue
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		readable, err := clients.HipChat.CheckRoom(rctx, addon.Installation{APIURL: u.APIURL}, u.Token, u.Room)
+		cancel()
+		switch {
+		case err != nil && ic.Reply == command.ReplyResponse:
+			// Replies go in the webhook's response: only hipconnect
+			// notify needs the room URL.
+			c.warn("integration %s: room URL %s not usable (only hipconnect notify needs it with reply: response): %v", ic.Name, u, err)
+			continue
+		case err != nil:
+			c.fail("integration %s: HipChat refused the room URL %s: %v", ic.Name, u, err)
+			continue
+		}
+		if !readable {
+			c.ok("integration %s: HipChat accepts the token of %s (a notification-only token: it may not read the room)", ic.Name, u)
+			continue
+		}
+		c.ok("integration %s: HipChat accepts the token of %s", ic.Name, u)
 	}
 }
 
@@ -220,6 +270,13 @@ func printConnections(w io.Writer, cfg *config.Config) {
 	for _, c := range cfg.Commands {
 		if u, err := url.Parse(c.SearchURL); err == nil && c.SearchURL != "" {
 			fmt.Fprintf(tw, "out\tthis host\t%s\t%s/tcp\tsearch backend of /%s\n", u.Hostname(), portOrDefault(u), c.Name)
+		}
+	}
+	for _, ic := range cfg.Integrations {
+		fmt.Fprintf(tw, "in\tHipChat Server\tthis host\t%s/tcp\tslash commands of integration %s (/integrations/%s/...)\n", port, ic.Name, ic.Name)
+		if u, err := integration.ReadRoomURL(ic.RoomURLFile); err == nil {
+			p, _ := url.Parse(u.APIURL)
+			fmt.Fprintf(tw, "out\tthis host\t%s\t%s/tcp\troom notifications of integration %s (%s)\n", u.Host(), portOrDefault(p), ic.Name, ic.Reply)
 		}
 	}
 	if cfg.TLS.Mode == "acme" {

@@ -22,6 +22,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/daemon"
 	"github.com/hipconnect/hipconnect/internal/httpapi"
 	lifecycle "github.com/hipconnect/hipconnect/internal/install"
+	"github.com/hipconnect/hipconnect/internal/integration"
 	"github.com/hipconnect/hipconnect/internal/store"
 	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
@@ -178,6 +179,9 @@ func (e env) installations(ctx context.Context, args []string) error {
 		fmt.Fprintln(e.stdout, string(b))
 		return nil
 	default:
+		if integration.IsOAuthID(pos[1]) {
+			return fmt.Errorf("%s is a \"Build your own\" integration: remove it from integrations in the configuration and restart", pos[1])
+		}
 		if err := remove(pos[1]); err != nil {
 			return err
 		}

@@ -251,8 +251,10 @@ commands:
     search_url: "%s/byTag.php?tag={term}"
     max_results: 10
     show_all_url: "https://blog.example/tag/{term}"
+    reply: api # through the REST API: the replies in the response have their own tests
   - name: echo
     kind: echo
+    reply: api
 `
 
 // setup starts a fake HipChat on 127.0.0.2, a blog on 127.0.0.4 and the

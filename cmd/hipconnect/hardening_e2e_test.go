@@ -337,6 +337,7 @@ hipchat:
 commands:
   - name: echo
     kind: echo
+    reply: api
 `, dir, allowedHosts, caFile)
 		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)

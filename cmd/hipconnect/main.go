@@ -28,6 +28,8 @@ commands:
   descriptor --config FILE                print the capability descriptor
   installations list|show ID|remove ID --config FILE
   outbox list|retry ID|drop ID --config FILE   commands awaiting delivery, dead letters
+  integrations url|rotate NAME --config FILE   a "Build your own" integration's webhook URL
+  notify NAME TEXT [--format text|html] [--color C] --config FILE   post to an integration's room
   backup --config FILE OUTFILE            hot backup of the store (daemon may run)
   restore --config FILE BACKUPFILE        replace the store by a backup (daemon stopped)
   tls export-ca --config FILE             print the self-signed mode's CA certificate
@@ -93,6 +95,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return e.installations(ctx, rest)
 	case "outbox":
 		return e.outbox(ctx, rest)
+	case "integrations":
+		return e.integrations(ctx, rest)
+	case "notify":
+		return e.notify(ctx, rest)
 	case "backup":
 		return e.backup(ctx, rest)
 	case "restore":

@@ -14,16 +14,21 @@ import (
 // Installation is one install of the add-on into a HipChat group or room,
 // keyed by the OAuthID HipChat generated for it.
 type Installation struct {
-	OAuthID         string    `json:"oauthId"`
-	OAuthSecret     string    `json:"oauthSecret"`
-	CapabilitiesURL string    `json:"capabilitiesUrl"`
-	GroupID         int64     `json:"groupId"`
-	RoomID          int64     `json:"roomId,omitempty"` // 0 for a global (group-wide) install
-	APIURL          string    `json:"apiUrl"`           // hipchatApiProvider.url, always ending in "/"
-	TokenURL        string    `json:"tokenUrl"`         // oauth2Provider.tokenUrl
-	HipChatOrigin   string    `json:"hipchatOrigin"`    // scheme://host[:port] of the HipChat server
-	InstalledAt     time.Time `json:"installedAt"`
-	UpdatedAt       time.Time `json:"updatedAt"`
+	OAuthID         string `json:"oauthId"`
+	OAuthSecret     string `json:"oauthSecret"`
+	CapabilitiesURL string `json:"capabilitiesUrl"`
+	GroupID         int64  `json:"groupId"`
+	RoomID          int64  `json:"roomId,omitempty"` // 0 for a global (group-wide) install
+	APIURL          string `json:"apiUrl"`           // hipchatApiProvider.url, always ending in "/"
+	TokenURL        string `json:"tokenUrl"`         // oauth2Provider.tokenUrl
+	HipChatOrigin   string `json:"hipchatOrigin"`    // scheme://host[:port] of the HipChat server
+	// Integration names the "Build your own" integration this record
+	// stands for (package integration); "" for a Connect install. Its
+	// OAuthSecret is then the secret of the integration's webhook path,
+	// and it has no OAuth client, token or JWTs.
+	Integration string    `json:"integration,omitempty"`
+	InstalledAt time.Time `json:"installedAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
 }
 
 // Global reports whether the installation covers the whole group.
@@ -73,9 +78,13 @@ type Job struct {
 	Received    time.Time `json:"received"`
 	// Reply, when set, is sent as it is instead of running Command (used for
 	// the "installed in this room" greeting).
-	Reply     *Notification `json:"reply,omitempty"`
-	Attempts  int           `json:"attempts"`
-	LastError string        `json:"lastError,omitempty"`
+	Reply *Notification `json:"reply,omitempty"`
+	// ResponseOnly says the reply may go only in the webhook's HTTP
+	// response, never through the REST API (the command's reply mode is
+	// "response": no outbound connection to HipChat, or no token).
+	ResponseOnly bool   `json:"responseOnly,omitempty"`
+	Attempts     int    `json:"attempts"`
+	LastError    string `json:"lastError,omitempty"`
 }
 
 // The store contract. A backend (the embedded bbolt file, PostgreSQL)

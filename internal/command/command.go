@@ -65,7 +65,29 @@ type Spec struct {
 	MaxResults  int
 	ShowAllURL  string // {term} as in SearchURL; "" = no "show all" link
 	Timeout     time.Duration
+	Reply       Reply         // how the reply reaches the room; "" = ReplyAuto
+	ReplyBudget time.Duration // ReplyAuto, ReplyResponse: how long the webhook's response waits for the reply
 }
+
+// Reply is how a command's reply reaches the room: the values of
+// commands[].reply and integrations[].reply in the configuration.
+type Reply string
+
+// The reply modes.
+const (
+	// ReplyAuto answers in the webhook's response when the reply is ready
+	// within the command's ReplyBudget, else through the REST API.
+	ReplyAuto Reply = "auto"
+	// ReplyAPI acknowledges the webhook at once and posts the reply
+	// through the REST API.
+	ReplyAPI Reply = "api"
+	// ReplyResponse answers in the webhook's response only: no token and
+	// no connection to HipChat needed.
+	ReplyResponse Reply = "response"
+)
+
+// Replies returns every Reply, in the order documentation lists them.
+func Replies() []Reply { return []Reply{ReplyAuto, ReplyAPI, ReplyResponse} }
 
 // Runner answers commands. It is safe for concurrent use.
 type Runner struct {

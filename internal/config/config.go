@@ -93,12 +93,24 @@ func Default() Config {
 				MaxResults:  10,
 				ShowAllURL:  "https://blog.example/tag/{term}",
 				Timeout:     5 * time.Second,
+				Reply:       command.ReplyAuto,
+				ReplyBudget: DefaultReplyBudget,
 			},
-			{Name: "echo", Kind: command.KindEcho},
+			{Name: "echo", Kind: command.KindEcho, Reply: command.ReplyAuto, ReplyBudget: DefaultReplyBudget},
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Integrations: []Integration{},
+		Log:          Log{Level: "info", Format: "text"},
 	}
 }
+
+// DefaultReplyBudget is how long a webhook's response waits for the reply
+// of a command with reply: auto (commands[].reply_budget) before it is
+// acknowledged and the reply posted through the API.
+const DefaultReplyBudget = 2 * time.Second
+
+// DefaultTokenRate is HipChat Server's default budget of a user-generated
+// (room or personal) token: 100 requests per 5 minutes.
+const DefaultTokenRate = "100/5m"
 
 // commandDefaults are filled into a search command entry of the file for
 // each key the entry omits. A key present in the file, even with a zero
@@ -121,9 +133,9 @@ func commandDefaults() map[string]any {
 // Maps merge key by key; any other value, lists included, replaces the
 // value below it. So a file that lists commands replaces the default
 // commands entirely, and a search command entry that omits title_field,
-// url_field, max_results or timeout gets "title", "url", 10 and 5s. A YAML
-// key with an empty (null) value counts as absent. Commands can only be set
-// in the file.
+// url_field, max_results or timeout gets "title", "url", 10 and 5s (and
+// Validate fills in the reply keys, see there). A YAML key with an empty (null) value counts as absent. Commands and
+// integrations can only be set in the file.
 //
 // An environment value is a string; it is converted to the key's type, and
 // for a list (hipchat.allowed_hosts) it is split on commas, with spaces
@@ -229,8 +241,8 @@ func envKey(name string) (string, error) {
 	}
 	key := strings.ReplaceAll(strings.ToLower(rest), "__", ".")
 	parts := strings.Split(key, ".")
-	if parts[0] == "commands" {
-		return "", fmt.Errorf("config: %s: commands can only be set in the config file", name)
+	if parts[0] == "commands" || parts[0] == "integrations" {
+		return "", fmt.Errorf("config: %s: %s can only be set in the config file", name, parts[0])
 	}
 	t := reflect.TypeFor[Config]()
 	for i, p := range parts {

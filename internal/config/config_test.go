@@ -76,8 +76,10 @@ func operatorWant() Config {
 			MaxResults:  10,
 			ShowAllURL:  "https://blog.example/tag/{term}",
 			Timeout:     5 * time.Second,
+			Reply:       command.ReplyAuto,
+			ReplyBudget: 2 * time.Second,
 		},
-		{Name: "echo", Kind: command.KindEcho},
+		{Name: "echo", Kind: command.KindEcho, Reply: command.ReplyAuto, ReplyBudget: 2 * time.Second},
 	}
 	return want
 }
@@ -211,13 +213,47 @@ commands:
 	}
 	want := []Command{
 		{Name: "wiki", Kind: command.KindSearch, SearchURL: "https://wiki.example/search?q={term}",
-			TitleField: "title", URLField: "url", MaxResults: 10, Timeout: 5 * time.Second},
+			TitleField: "title", URLField: "url", MaxResults: 10, Timeout: 5 * time.Second, Reply: command.ReplyAuto, ReplyBudget: 2 * time.Second},
 		{Name: "blog", Kind: command.KindSearch, SearchURL: "https://blog.example/?q={term}",
-			TitleField: "title", URLField: "url", MaxResults: 3, Timeout: time.Second},
-		{Name: "echo", Kind: command.KindEcho},
+			TitleField: "title", URLField: "url", MaxResults: 3, Timeout: time.Second, Reply: command.ReplyAuto, ReplyBudget: 2 * time.Second},
+		{Name: "echo", Kind: command.KindEcho, Reply: command.ReplyAuto, ReplyBudget: 2 * time.Second},
 	}
 	if !reflect.DeepEqual(got.Commands, want) {
 		t.Errorf("commands =\n%+v\nwant\n%+v", got.Commands, want)
+	}
+}
+
+func TestLoadIntegration(t *testing.T) {
+	got, err := Load(writeFile(t, `
+commands:
+  - name: echo
+    kind: echo
+    reply: response
+integrations:
+  - name: ops-room
+    room_url_file: /etc/hipconnect/ops-room.url
+    commands: [echo]
+  - name: dev
+    room_url_file: /etc/hipconnect/dev.url
+    commands: [echo]
+    reply: api
+    token_rate: 1000/5m
+`), nil)
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	want := []Integration{
+		{Name: "ops-room", RoomURLFile: "/etc/hipconnect/ops-room.url", Commands: []string{"echo"}, Reply: command.ReplyResponse, TokenRate: "100/5m"},
+		{Name: "dev", RoomURLFile: "/etc/hipconnect/dev.url", Commands: []string{"echo"}, Reply: command.ReplyAPI, TokenRate: "1000/5m"},
+	}
+	if !reflect.DeepEqual(got.Integrations, want) {
+		t.Errorf("integrations =\n%+v\nwant\n%+v", got.Integrations, want)
+	}
+	if c := got.Commands[0]; c.Reply != command.ReplyResponse || c.ReplyBudget != DefaultReplyBudget {
+		t.Errorf("echo reply %q budget %v, want response and the default budget", c.Reply, c.ReplyBudget)
+	}
+	if n, per, err := ParseRate("1000/5m"); n != 1000 || per != 5*time.Minute || err != nil {
+		t.Errorf("ParseRate = %d, %v, %v", n, per, err)
 	}
 }
 
@@ -318,6 +354,19 @@ func TestLoadRefused(t *testing.T) {
 		{name: "max_results not a number",
 			file: "commands:\n  - name: x\n    search_url: https://s.example/?q={term}\n    max_results: lots\n",
 			want: []string{`config: commands[0].max_results: cannot use "lots" as an integer`}},
+		{name: "reply mode unknown", file: "commands:\n  - name: echo\n    kind: echo\n    reply: webhook\n",
+			want: []string{`config: commands[0].reply: must be one of auto, api, response, got "webhook"`}},
+		{name: "reply budget too long", file: "commands:\n  - name: echo\n    kind: echo\n    reply_budget: 30s\n",
+			want: []string{`config: commands[0].reply_budget: must be more than 0 and at most 10s, got 30s`}},
+		{name: "integration wrong in every key",
+			file: "commands:\n  - name: echo\n    kind: echo\nintegrations:\n  - name: Ops_Room\n    room_url_file: ops.url\n" +
+				"    commands: [echo, hascode]\n    reply: auto\n    token_rate: 100 per 5m\n  - name: ops\n    room_url_file: /a\n    commands: [echo]\n  - name: ops\n    room_url_file: /b\n",
+			want: []string{`config: integrations[0].name: must match`, `integrations[0].room_url_file: must be an absolute path, got "ops.url"`,
+				`integrations[0].commands: "hascode" is not the name of one of commands`, `integrations[0].reply: must be one of response, api, got "auto"`,
+				`integrations[0].token_rate: must be a rate such as 100/5m`, `integrations[2].name: "ops" is also the name of integrations[1]`,
+				`integrations[2].commands: must list at least one command`}},
+		{name: "env integrations", environ: []string{"HIPCONNECT_INTEGRATIONS=x"},
+			want: []string{"HIPCONNECT_INTEGRATIONS: integrations can only be set in the config file"}},
 		{name: "duration without unit", file: "server:\n  read_timeout: 10\n",
 			want: []string{`config: server.read_timeout: invalid duration 10`}},
 		{name: "duration not a duration in env", environ: []string{"HIPCONNECT_OUTBOUND__TIMEOUT=soon"},

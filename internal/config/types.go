@@ -18,7 +18,10 @@ type Config struct {
 	Outbound Outbound  `koanf:"outbound"`
 	Addon    Addon     `koanf:"addon"`
 	Commands []Command `koanf:"commands"`
-	Log      Log       `koanf:"log"`
+	// Integrations are HipChat "Build your own" integrations: rooms that
+	// reach the commands without a Connect install.
+	Integrations []Integration `koanf:"integrations"`
+	Log          Log           `koanf:"log"`
 }
 
 // Server is the inbound side.
@@ -93,6 +96,22 @@ type Command struct {
 	MaxResults  int           `koanf:"max_results"`
 	ShowAllURL  string        `koanf:"show_all_url"` // {term} as in SearchURL; "" = no link
 	Timeout     time.Duration `koanf:"timeout"`
+	// Reply is how a Connect install gets the reply: in the webhook's
+	// response (response), through the REST API (api), or in the response
+	// when it is ready within ReplyBudget, else through the API (auto).
+	Reply       command.Reply `koanf:"reply"`
+	ReplyBudget time.Duration `koanf:"reply_budget"`
+}
+
+// Integration is a "Build your own" integration of a room on HipChat
+// Server: its notification URL (with the room token) is in RoomURLFile,
+// and its slash command posts to {base_url}/integrations/{Name}/{secret}.
+type Integration struct {
+	Name        string        `koanf:"name"`          // [a-z0-9-]{1,40}
+	RoomURLFile string        `koanf:"room_url_file"` // https://host/v2/room/{id_or_name}/notification?auth_token=...
+	Commands    []string      `koanf:"commands"`      // names from commands
+	Reply       command.Reply `koanf:"reply"`         // response (default) | api: post through the room URL
+	TokenRate   string        `koanf:"token_rate"`    // the room token's budget, N/duration; default 100/5m
 }
 
 // Log configures log/slog.

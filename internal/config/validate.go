@@ -7,10 +7,12 @@ import (
 	"net/mail"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hipconnect/hipconnect/internal/command"
@@ -35,13 +37,16 @@ func logFormats() []string { return []string{"text", "json"} }
 // Validate normalises c in place and then checks it, returning every problem
 // found (joined with errors.Join), each naming its key, or nil.
 //
-// Normalising removes trailing slashes from server.base_url and turns an
-// empty commands[].kind into "search". Validate checks syntax only: it opens
+// Normalising removes trailing slashes from server.base_url, turns an
+// empty commands[].kind into "search", an empty commands[].reply into
+// "auto" and a zero reply_budget into DefaultReplyBudget, and an empty
+// integrations[].reply into "response" and token_rate into
+// DefaultTokenRate. Validate checks syntax only: it opens
 // no file and resolves no name. Load calls it; call it again after changing
 // a Config by hand.
 //
 // The sections are checked in the order server, tls, storage, hipchat,
-// outbound, addon, commands, log, and the problems are reported in the
+// outbound, addon, commands, integrations, log, and the problems are reported in the
 // order they are found.
 func (c *Config) Validate() error {
 	var p problems
@@ -52,6 +57,7 @@ func (c *Config) Validate() error {
 	c.Outbound.validate(&p)
 	c.Addon.validate(&p)
 	validateCommands(c.Commands, &p)
+	validateIntegrations(c.Integrations, c.Commands, &p)
 	c.Log.validate(&p)
 	return errors.Join(p...)
 }
@@ -257,7 +263,83 @@ func validateCommands(cmds []Command, p *problems) {
 			names[cmd.Name] = i
 		}
 		cmd.validateKind(prefix, p)
+		if cmd.Reply == "" {
+			cmd.Reply = command.ReplyAuto
+		}
+		if cmd.ReplyBudget == 0 {
+			cmd.ReplyBudget = DefaultReplyBudget
+		}
+		if !slices.Contains(command.Replies(), cmd.Reply) {
+			p.add(prefix+"reply", "must be one of %s, got %q", oneOf(command.Replies()), cmd.Reply)
+		}
+		if cmd.ReplyBudget <= 0 || cmd.ReplyBudget > MaxReplyBudget {
+			p.add(prefix+"reply_budget", "must be more than 0 and at most %v, got %v", MaxReplyBudget, cmd.ReplyBudget)
+		}
 	}
+}
+
+// MaxReplyBudget bounds commands[].reply_budget: HipChat does not wait
+// long for a webhook's answer.
+const MaxReplyBudget = 10 * time.Second
+
+var integrationNameRE = regexp.MustCompile(`^[a-z0-9-]{1,40}$`)
+
+// validateIntegrations checks the integrations list: unique valid names,
+// an absolute room_url_file, commands that are in cmds, a reply mode of
+// response or api, and a token_rate ParseRate reads. The room URL file is
+// read by the daemon, not here.
+func validateIntegrations(list []Integration, cmds []Command, p *problems) {
+	names := map[string]int{}
+	for i := range list {
+		in := &list[i]
+		prefix := fmt.Sprintf("integrations[%d].", i)
+		if in.Reply == "" {
+			in.Reply = command.ReplyResponse
+		}
+		if in.TokenRate == "" {
+			in.TokenRate = DefaultTokenRate
+		}
+		if !integrationNameRE.MatchString(in.Name) {
+			p.add(prefix+"name", "must match %s, got %q", integrationNameRE, in.Name)
+		} else if j, dup := names[in.Name]; dup {
+			p.add(prefix+"name", "%q is also the name of integrations[%d]", in.Name, j)
+		} else {
+			names[in.Name] = i
+		}
+		if !filepath.IsAbs(in.RoomURLFile) {
+			p.add(prefix+"room_url_file", "must be an absolute path, got %q", in.RoomURLFile)
+		}
+		if len(in.Commands) == 0 {
+			p.add(prefix+"commands", "must list at least one command")
+		}
+		for _, name := range in.Commands {
+			if !slices.ContainsFunc(cmds, func(c Command) bool { return c.Name == name }) {
+				p.add(prefix+"commands", "%q is not the name of one of commands", name)
+			}
+		}
+		if in.Reply != command.ReplyResponse && in.Reply != command.ReplyAPI {
+			p.add(prefix+"reply", "must be one of response, api, got %q", in.Reply)
+		}
+		if _, _, err := ParseRate(in.TokenRate); err != nil {
+			p.wrap(prefix+"token_rate", err)
+		}
+	}
+}
+
+// ParseRate reads a rate "N/duration", such as "100/5m": at most N
+// requests in any window of that duration, N >= 1.
+func ParseRate(s string) (n int, per time.Duration, err error) {
+	ns, ds, ok := strings.Cut(s, "/")
+	if ok {
+		n, err = strconv.Atoi(ns)
+	}
+	if ok && err == nil {
+		per, err = time.ParseDuration(ds)
+	}
+	if !ok || err != nil || n < 1 || per <= 0 {
+		return 0, 0, fmt.Errorf("must be a rate such as 100/5m (requests per duration), got %q", s)
+	}
+	return n, per, nil
 }
 
 // validateKind defaults an empty Kind to command.KindSearch, then checks

@@ -25,6 +25,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/httpapi"
 	"github.com/hipconnect/hipconnect/internal/install"
+	"github.com/hipconnect/hipconnect/internal/integration"
 	"github.com/hipconnect/hipconnect/internal/jwtauth"
 	"github.com/hipconnect/hipconnect/internal/metrics"
 	"github.com/hipconnect/hipconnect/internal/slash"
@@ -72,10 +73,12 @@ type App struct {
 	Runner     *command.Runner
 	Slash      *slash.Service
 	Installs   *install.Service
-	Dispatcher *delivery.Dispatcher
-	Public     http.Handler // the public listener's handler
-	Ops        http.Handler // the ops listener's handler
-	Admin      http.Handler // the admin socket's handler
+	// Integrations are the "Build your own" integrations.
+	Integrations *integration.Service
+	Dispatcher   *delivery.Dispatcher
+	Public       http.Handler // the public listener's handler
+	Ops          http.Handler // the ops listener's handler
+	Admin        http.Handler // the admin socket's handler
 
 	ready atomic.Bool // Serve: the listeners are up
 }
@@ -120,6 +123,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	}
 	if err := a.Metrics.Registry.Register(a.Certs.Collector()); err != nil {
 		return nil, fmt.Errorf("daemon: register tls metrics: %w", err)
+	}
+	if err := a.buildIntegrations(ctx); err != nil {
+		return nil, err
 	}
 	a.buildServices()
 	a.buildHandlers()
@@ -174,8 +180,9 @@ func (a *App) buildServices() {
 		GlanceKey: a.Descriptor.Capabilities.Glance[0].Key, Logger: o.Logger, Now: o.Now,
 	})
 	a.Dispatcher = delivery.New(delivery.Options{
-		Store: a.DB, Run: a.runCommand, Send: a.send, Observe: a.observe, Requests: a.Slash.Requests, Pacing: a.DB,
-		Grace: a.Config.Server.ShutdownGrace, Workers: deliveryWorkers, Logger: o.Logger, Now: o.Now,
+		Store: a.DB, Run: a.runCommand, Send: a.send, Observe: a.observe, Requests: a.requests, Pacing: a.DB,
+		TokenLimits: a.tokenLimits(),
+		Grace:       a.Config.Server.ShutdownGrace, Workers: deliveryWorkers, Logger: o.Logger, Now: o.Now,
 	})
 	// Every job the store commits is told to the dispatcher, in commit
 	// order, before the request that stored it is answered; a removal has
@@ -197,8 +204,11 @@ func (a *App) runCommand(ctx context.Context, inst addon.Installation, j addon.J
 }
 
 // send is the dispatcher's Send: a room notification under the
-// installation's token.
+// installation's token, or through an integration's room URL.
 func (a *App) send(ctx context.Context, inst addon.Installation, roomID int64, n addon.Notification) error {
+	if inst.Integration != "" {
+		return a.sendIntegration(ctx, inst, n)
+	}
 	return a.Tokens.Do(ctx, inst, func(tok string) error {
 		return a.Clients.HipChat.SendNotification(ctx, inst, tok, roomID, n)
 	})
@@ -230,13 +240,14 @@ func (a *App) buildHandlers() {
 	pages := ui.New(ui.Deps{Installations: a.DB, Slash: a.Slash, Post: a.post, Logger: o.Logger, Now: o.Now})
 	a.Public = httpapi.NewServer(httpapi.Deps{
 		BaseURL: a.BaseURL, Descriptor: a.Descriptor, Installs: a.Installs, Outbox: a.DB, Auth: auth,
-		Commands: a.Runner, Pages: pages, Logger: o.Logger,
+		Commands: a.Runner, Replies: a.Dispatcher, Integrations: a.Integrations, Pages: pages, Logger: o.Logger,
 		Metrics:   httpapi.Metrics{Installs: m.Installs, Uninstalls: m.Uninstalls, Webhooks: m.Webhooks, HTTPDuration: m.HTTPDuration},
 		AllowHost: a.Clients.HipChatHosts.AllowHost, MaxBodyBytes: a.Config.Server.MaxBodyBytes, Now: o.Now,
 	})
 	tlsOff := a.Config.TLS.Mode == tlsmgr.ModeOff // the config changes on reload: read it here
 	a.Ops = httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: a.DB.Ping, Pprof: a.Config.Server.Pprof,
 		Ready: func() bool { return a.ready.Load() && (tlsOff || a.Certs.Leaf() != nil) }})
+	ops := a.integrationOps()
 	a.Admin = httpapi.NewAdmin(httpapi.AdminDeps{Store: a.DB, Remove: a.Installs.Remove, Pending: a.Installs.PendingUninstalls, Backup: a.DB.Backup,
-		CAPEM: a.Certs.CAPEM, Logger: o.Logger})
+		CAPEM: a.Certs.CAPEM, IntegrationURL: ops.URL, RotateIntegration: ops.RotateURL, Notify: ops.Notify, Logger: o.Logger})
 }

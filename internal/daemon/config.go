@@ -107,7 +107,8 @@ func Commands(cfg *config.Config) []command.Spec {
 	specs := make([]command.Spec, len(cfg.Commands))
 	for i, c := range cfg.Commands {
 		specs[i] = command.Spec{Name: c.Name, Kind: c.Kind, SearchURL: c.SearchURL, ResultsPath: c.ResultsPath,
-			TitleField: c.TitleField, URLField: c.URLField, MaxResults: c.MaxResults, ShowAllURL: c.ShowAllURL, Timeout: c.Timeout}
+			TitleField: c.TitleField, URLField: c.URLField, MaxResults: c.MaxResults, ShowAllURL: c.ShowAllURL, Timeout: c.Timeout,
+			Reply: c.Reply, ReplyBudget: c.ReplyBudget}
 	}
 	return specs
 }

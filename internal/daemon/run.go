@@ -187,6 +187,7 @@ func restartKeys(a, b *config.Config) []string {
 		{"hipchat", reflect.DeepEqual(a.HipChat, b.HipChat)},
 		{"outbound", a.Outbound == b.Outbound},
 		{"addon", a.Addon == b.Addon},
+		{"integrations", reflect.DeepEqual(a.Integrations, b.Integrations)},
 		{"command names and search hosts (descriptor, allowlist)", reflect.DeepEqual(commandNames(a), commandNames(b)) &&
 			reflect.DeepEqual(searchHosts(a), searchHosts(b))},
 	} {

@@ -63,10 +63,15 @@ type Options struct {
 	// zero values mean RoomLimit and TokenLimit, N < 0 no pacing.
 	RoomLimit  Limit
 	TokenLimit Limit
+	// TokenLimits, by OAuthID, replace TokenLimit for the installations
+	// whose token has another budget (a user-generated room token of a
+	// "Build your own" integration).
+	TokenLimits map[string]Limit
 	// Requests, when set, returns how many API requests under the
 	// installation's token an attempt at j may make: its notification,
 	// plus what its command sends on the way (a search updates the room's
-	// glance). TokenLimit counts that many (at most its N); nil counts 1.
+	// glance), 0 for none (a reply in the webhook's response). TokenLimit
+	// counts that many (at most its N); nil counts 1.
 	Requests func(j addon.Job) int
 	// Pacing, when set, keeps the pacer's windows across restarts: they
 	// are loaded when Run starts, saved every PaceSave while they change,
@@ -81,11 +86,13 @@ type Options struct {
 }
 
 // Dispatcher delivers stored jobs. Jobs of one room (one installation and
-// room id) are delivered one at a time in the order they were stored; rooms
-// proceed independently, up to Workers at once.
+// room id) are delivered one at a time in the order they were stored (the
+// jobs answered only in a webhook's response, Job.ResponseOnly, in an order
+// of their own); rooms proceed independently, up to Workers at once.
 type Dispatcher struct {
-	o    Options
-	wake chan struct{}
+	o     Options
+	wake  chan struct{}
+	await awaiters // webhook requests waiting to answer with their reply
 
 	mu     sync.Mutex
 	added  []addon.Job // committed jobs the run loop has not taken yet
@@ -141,6 +148,14 @@ func (d *Dispatcher) Wake() {
 	d.reread = true
 	d.mu.Unlock()
 	d.signal()
+}
+
+// tokenLimit is the budget of installation oauthID's token.
+func (d *Dispatcher) tokenLimit(oauthID string) Limit {
+	if l, ok := d.o.TokenLimits[oauthID]; ok {
+		return l
+	}
+	return d.o.TokenLimit
 }
 
 func (d *Dispatcher) signal() {
@@ -205,7 +220,8 @@ func Backoff(attempt int, base, max time.Duration) time.Duration {
 
 // room is the queue of one room's stored jobs.
 type room struct {
-	key     string
+	key     string      // its key in loop.rooms
+	pace    string      // the room's flood budget in the pacer
 	jobs    []addon.Job // not yet delivered, in ID order; jobs[0] is next
 	busy    bool        // a delivery of jobs[0] is in flight
 	queued  bool        // in the ready queue or the waiting heap
@@ -292,6 +308,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 
 	window := max(d.o.RoomLimit.Per, d.o.TokenLimit.Per, time.Minute) // the longest a pacer window matters
+	for _, tl := range d.o.TokenLimits {
+		window = max(window, tl.Per)
+	}
 	forget := time.NewTicker(window)
 	defer forget.Stop()
 	save := time.NewTicker(d.o.PaceSave)
@@ -348,7 +367,7 @@ func (l *loop) loadPacing(ctx context.Context) {
 		o.Logger.Warn("delivery: pacing of the last run not loaded; HipChat may answer 429 for a while", slog.Any("err", err))
 		return
 	}
-	l.pace.restore(ws, o.RoomLimit, o.TokenLimit, o.Now())
+	l.pace.restore(ws, o.RoomLimit, l.d.tokenLimit, o.Now())
 }
 
 // savePacing saves the windows changed since the last save; after a
@@ -457,12 +476,19 @@ func (l *loop) add(j addon.Job) {
 	l.makeReady(r)
 }
 
-// room returns the queue of j's room, made if need be.
+// room returns the queue of j's room, made if need be. The jobs answered
+// only in a webhook's response have a queue of their own, sharing the
+// room's flood budget: they need nothing of the REST API, so a reply
+// stuck there (HipChat out of reach) must not hold them up.
 func (l *loop) room(j addon.Job) *room {
-	key := roomKey(j.OAuthID, j.RoomID)
+	pace := roomKey(j.OAuthID, j.RoomID)
+	key := pace
+	if j.ResponseOnly {
+		key += "\x00response"
+	}
 	r := l.rooms[key]
 	if r == nil {
-		r = &room{key: key}
+		r = &room{key: key, pace: pace}
 		l.rooms[key] = r
 	}
 	return r
@@ -505,20 +531,21 @@ func (l *loop) schedule(now time.Time) time.Time {
 		j := r.jobs[0]
 		requests := 1
 		if d.o.Requests != nil {
-			requests = max(d.o.Requests(j), 1)
+			requests = max(d.o.Requests(j), 0)
 		}
+		tl := d.tokenLimit(j.OAuthID)
 		at := r.retryAt
 		if r.retryID != j.ID || !now.Before(at) {
-			at = now.Add(max(l.pace.wait(r.key, d.o.RoomLimit, now), l.pace.waitN(j.OAuthID, d.o.TokenLimit, now, requests)))
+			at = now.Add(max(l.pace.wait(r.pace, d.o.RoomLimit, now), l.pace.waitN(j.OAuthID, tl, now, requests)))
 		}
 		if now.Before(at) {
 			r.at, r.queued = at, true
 			heap.Push(&l.waiting, r)
 			continue
 		}
-		t := task{job: j, room: r, started: now, roomSlot: l.pace.take(r.key, d.o.RoomLimit, now)}
-		for range min(requests, max(d.o.TokenLimit.N, 1)) {
-			t.tokSlots = append(t.tokSlots, l.pace.take(j.OAuthID, d.o.TokenLimit, now))
+		t := task{job: j, room: r, started: now, roomSlot: l.pace.take(r.pace, d.o.RoomLimit, now)}
+		for range min(requests, max(tl.N, 1)) {
+			t.tokSlots = append(t.tokSlots, l.pace.take(j.OAuthID, tl, now))
 		}
 		r.busy = true
 		l.inflight++
@@ -540,7 +567,7 @@ func (l *loop) finish(res result) {
 	r, j := res.room, res.job
 	r.busy = false
 	if !res.sent.IsZero() {
-		l.pace.settle(r.key, res.roomSlot, res.started, res.sent)
+		l.pace.settle(r.pace, res.roomSlot, res.started, res.sent)
 		for _, slot := range res.tokSlots {
 			l.pace.settle(j.OAuthID, slot, res.started, res.sent)
 		}
@@ -649,7 +676,9 @@ func (d *Dispatcher) log(j addon.Job) *slog.Logger {
 	return d.o.Logger.With(slog.Uint64("job", j.ID), slog.String("oauth_id", j.OAuthID), slog.Int64("room", j.RoomID))
 }
 
-// attempt runs j's command (or takes its prepared reply) and sends it.
+// attempt runs j's command (or takes its prepared reply) and sends it: in
+// the response of the webhook request awaiting it, if one does (see
+// Await), else through Send.
 func (d *Dispatcher) attempt(ctx context.Context, inst addon.Installation, j addon.Job) error {
 	var n addon.Notification
 	if j.Reply != nil {
@@ -663,6 +692,16 @@ func (d *Dispatcher) attempt(ctx context.Context, inst addon.Installation, j add
 				return err
 			}
 		}
+	}
+	written, err := d.offer(j, n)
+	switch {
+	case written:
+		return nil
+	case err != nil:
+		d.log(j).Warn("delivery: reply not written in the webhook's response", slog.Any("err", err))
+	}
+	if j.ResponseOnly {
+		return addon.Errorf(addon.Invalid, "no webhook request waits for the reply, and the command answers only in the response (reply: response)")
 	}
 	return d.o.Send(ctx, inst, j.RoomID, n)
 }

@@ -92,9 +92,9 @@ func (p *pacer) dirty() []addon.PaceWindow {
 
 // restore takes back windows saved before a restart: the times still
 // inside their limit's window at now, at most N of them.
-func (p *pacer) restore(ws []addon.PaceWindow, room, token Limit, now time.Time) {
+func (p *pacer) restore(ws []addon.PaceWindow, room Limit, token func(oauthID string) Limit, now time.Time) {
 	for _, pw := range ws {
-		l, key := token, pw.OAuthID
+		l, key := token(pw.OAuthID), pw.OAuthID
 		if pw.Room != 0 {
 			l, key = room, roomKey(pw.OAuthID, pw.Room)
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -119,14 +120,57 @@ func ValidateNotification(n addon.Notification) error {
 // any other 4xx is addon.Invalid carrying HipChat's error message. The
 // API URL's host must be allowed (else Forbidden, no request made).
 func (c *Client) SendNotification(ctx context.Context, inst addon.Installation, token string, roomID int64, n addon.Notification) error {
+	if roomID <= 0 {
+		return opError("send notification", addon.Errorf(addon.Invalid, "room id %d is not a room", roomID))
+	}
+	return c.SendRoomNotification(ctx, inst, token, strconv.FormatInt(roomID, 10), n)
+}
+
+// SendRoomNotification is SendNotification to the room idOrName, a room id
+// or a room name as in a "Build your own" integration's room URL (PROTOCOL.md
+// section 11); the name is escaped in the path.
+func (c *Client) SendRoomNotification(ctx context.Context, inst addon.Installation, token, idOrName string, n addon.Notification) error {
 	const op = "send notification"
 	if err := ValidateNotification(n); err != nil {
 		return opError(op, err)
 	}
-	if roomID <= 0 {
-		return opError(op, addon.Errorf(addon.Invalid, "room id %d is not a room", roomID))
+	if idOrName == "" {
+		return opError(op, addon.Errorf(addon.Invalid, "no room"))
 	}
-	return c.postAPI(ctx, op, inst, token, "room/"+strconv.FormatInt(roomID, 10)+"/notification", n)
+	return c.postAPI(ctx, op, inst, token, "room/"+url.PathEscape(idOrName)+"/notification", n)
+}
+
+// CheckRoom asks HipChat for the room idOrName with token (GET
+// {inst.APIURL}room/{idOrName}), posting nothing, and reports whether the
+// token may read the room. A 403 means HipChat accepted the token but its
+// scopes do not include reading rooms (a room notification token's
+// usually do not): false and no error. Other failures are errors as for
+// SendNotification (401: the token is not valid).
+func (c *Client) CheckRoom(ctx context.Context, inst addon.Installation, token, idOrName string) (readable bool, err error) {
+	const op = "check room"
+	u, err := c.checkURL("api url", strings.TrimSuffix(inst.APIURL, "/")+"/room/"+url.PathEscape(idOrName))
+	if err != nil {
+		return false, opError(op, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return false, opError(op, addon.Wrap(addon.Invalid, err, "bad api url"))
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.do(req)
+	if err != nil {
+		return false, opError(op, err)
+	}
+	defer drain(resp)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return true, nil
+	case resp.StatusCode == http.StatusForbidden:
+		return false, nil
+	}
+	body, _ := readBody(resp)
+	return false, opError(op, c.apiError(resp, body, token))
 }
 
 // Glance is one glance's new content in a glance update (PROTOCOL.md

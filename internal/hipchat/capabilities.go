@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -75,20 +76,32 @@ func (c *Client) Capabilities(ctx context.Context, capabilitiesURL string) (Capa
 	if err != nil {
 		return Capabilities{}, opError(op, err)
 	}
+	caps, err := c.parseCapabilities(body, capabilitiesURL, u)
+	if err != nil {
+		return Capabilities{}, opError(op, err)
+	}
+	return caps, nil
+}
+
+// parseCapabilities decodes body, the capabilities document read from
+// capabilitiesURL (u is that URL as checkURL returned it), and makes the
+// checks Capabilities lists after the response: JSON, links.self, and the
+// token and API URLs. It makes no request.
+func (c *Client) parseCapabilities(body []byte, capabilitiesURL string, u *url.URL) (Capabilities, error) {
 	var doc capabilitiesDoc
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return Capabilities{}, opError(op, addon.Wrap(addon.Invalid, err, "the capabilities document is not valid json"))
+		return Capabilities{}, addon.Wrap(addon.Invalid, err, "the capabilities document is not valid json")
 	}
 
 	if doc.Links.Self == "" {
-		return Capabilities{}, opError(op, addon.Errorf(addon.Invalid, "the capabilities document has no links.self"))
+		return Capabilities{}, addon.Errorf(addon.Invalid, "the capabilities document has no links.self")
 	}
 	// atlassian-connect-express-hipchat rejects a document whose links.self
 	// is not the URL it was read from (PROTOCOL.md section 3 step 2). Only a
 	// trailing slash is forgiven: any other difference is a mismatch.
 	if strings.TrimSuffix(doc.Links.Self, "/") != strings.TrimSuffix(capabilitiesURL, "/") {
-		return Capabilities{}, opError(op, addon.Errorf(addon.Invalid,
-			"the capabilities document's links.self does not match the capabilities url"))
+		return Capabilities{}, addon.Errorf(addon.Invalid,
+			"the capabilities document's links.self does not match the capabilities url")
 	}
 
 	var caps Capabilities
@@ -101,10 +114,10 @@ func (c *Client) Capabilities(ctx context.Context, capabilitiesURL string) (Capa
 		caps.AuthorizationURL = p.AuthorizationURL
 	}
 	if caps.TokenURL == "" {
-		return Capabilities{}, opError(op, addon.Errorf(addon.Invalid, "the capabilities document has no oauth2Provider.tokenUrl"))
+		return Capabilities{}, addon.Errorf(addon.Invalid, "the capabilities document has no oauth2Provider.tokenUrl")
 	}
 	if err := c.checkSameOrigin("token url", caps.TokenURL, caps.Origin); err != nil {
-		return Capabilities{}, opError(op, err)
+		return Capabilities{}, err
 	}
 
 	if p := doc.Capabilities.APIProvider; p != nil {
@@ -112,10 +125,10 @@ func (c *Client) Capabilities(ctx context.Context, capabilitiesURL string) (Capa
 		caps.Scopes = scopeIDs(p.AvailableScopes)
 	}
 	if caps.APIURL == "" {
-		return Capabilities{}, opError(op, addon.Errorf(addon.Invalid, "the capabilities document has no hipchatApiProvider.url"))
+		return Capabilities{}, addon.Errorf(addon.Invalid, "the capabilities document has no hipchatApiProvider.url")
 	}
 	if err := c.checkSameOrigin("api url", caps.APIURL, caps.Origin); err != nil {
-		return Capabilities{}, opError(op, err)
+		return Capabilities{}, err
 	}
 	if !strings.HasSuffix(caps.APIURL, "/") {
 		caps.APIURL += "/"

@@ -272,6 +272,10 @@ func (v *Verifier) parse(ctx context.Context, set *verifierSettings, token strin
 			case err != nil:
 				lookupErr = err
 				return nil, err
+			case inst.Integration != "":
+				// A "Build your own" integration's secret is its webhook
+				// path's, not an OAuth secret: HipChat signs nothing with it.
+				refused = "unknown issuer"
 			case inst.OAuthSecret == "":
 				refused = "installation has no secret"
 			default:

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/httperr"
 	"github.com/hipconnect/hipconnect/internal/install"
+	"github.com/hipconnect/hipconnect/internal/integration"
 )
 
 // Operator is the operator's view of the store: installations (secrets
@@ -34,7 +36,24 @@ type AdminDeps struct {
 	Pending func(ctx context.Context) ([]install.PendingUninstall, error)
 	Backup  func(w io.Writer) (int64, error) // hot backup of the whole store
 	CAPEM   func() ([]byte, error)           // the self-signed CA, if any
-	Logger  *slog.Logger
+	// IntegrationURL and RotateIntegration return the webhook URL of a
+	// "Build your own" integration, the second after giving it a new
+	// secret; Notify queues a notification for an integration's room.
+	IntegrationURL    func(ctx context.Context, name string) (string, error)
+	RotateIntegration func(ctx context.Context, name string) (string, error)
+	Notify            func(ctx context.Context, name string, n addon.Notification) (addon.Job, error)
+	Logger            *slog.Logger
+}
+
+// IntegrationView is the answer of the integration routes.
+type IntegrationView struct {
+	URL string `json:"url"`
+}
+
+// NotifyRequest is the body of POST /notify.
+type NotifyRequest struct {
+	Integration  string             `json:"integration"`
+	Notification addon.Notification `json:"notification"`
 }
 
 type admin struct{ AdminDeps }
@@ -51,6 +70,9 @@ type admin struct{ AdminDeps }
 //	DELETE /outbox/dead/{id}     drop a dead letter
 //	GET    /backup               a consistent copy of the store
 //	GET    /tls/ca               the self-signed CA certificate (PEM)
+//	GET    /integrations/{name}/url     an integration's webhook URL
+//	POST   /integrations/{name}/rotate  a new webhook secret; the new URL
+//	POST   /notify               queue a notification for an integration's room
 func NewAdmin(d AdminDeps) http.Handler { return admin{d}.routes() }
 
 func (a admin) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -89,7 +111,12 @@ func (a admin) showInstallation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a admin) removeInstallation(w http.ResponseWriter, r *http.Request) {
-	if err := a.Remove(r.Context(), r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	if integration.IsOAuthID(id) {
+		a.fail(w, r, addon.Errorf(addon.Invalid, "%s is a \"Build your own\" integration: remove it from integrations in the configuration and restart", addon.Clip(id, 60)))
+		return
+	}
+	if err := a.Remove(r.Context(), id); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -178,6 +205,24 @@ func (c AdminClient) Do(ctx context.Context, method, path string, v any, w io.Wr
 	if err != nil {
 		return err
 	}
+	return c.do(req, v, w)
+}
+
+// Post sends body as JSON to path and decodes the JSON answer into v.
+func (c AdminClient) Post(ctx context.Context, path string, body, v any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://hipconnect"+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.do(req, v, nil)
+}
+
+func (c AdminClient) do(req *http.Request, v any, w io.Writer) error {
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return err
@@ -199,4 +244,35 @@ func (c AdminClient) Do(ctx context.Context, method, path string, v any, w io.Wr
 		_, err = io.Copy(w, resp.Body)
 	}
 	return err
+}
+
+func (a admin) integrationURL(w http.ResponseWriter, r *http.Request) {
+	a.answerURL(w, r, a.IntegrationURL)
+}
+
+func (a admin) rotateIntegration(w http.ResponseWriter, r *http.Request) {
+	a.answerURL(w, r, a.RotateIntegration)
+}
+
+func (a admin) answerURL(w http.ResponseWriter, r *http.Request, fn func(context.Context, string) (string, error)) {
+	u, err := fn(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httperr.WriteJSON(w, http.StatusOK, IntegrationView{URL: u})
+}
+
+func (a admin) notify(w http.ResponseWriter, r *http.Request) {
+	var req NotifyRequest
+	if err := decodeJSON(r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	j, err := a.Notify(r.Context(), req.Integration, req.Notification)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	httperr.WriteJSON(w, http.StatusAccepted, j)
 }

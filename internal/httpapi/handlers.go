@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io"
 	"net/http"
@@ -12,6 +14,9 @@ import (
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/delivery"
+	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/httperr"
 	"github.com/hipconnect/hipconnect/internal/install"
 	"github.com/hipconnect/hipconnect/internal/jwtauth"
@@ -169,15 +174,17 @@ type webhookPayload struct {
 			} `json:"from"`
 		} `json:"message"`
 		Room struct {
-			ID int64 `json:"id"`
+			ID   int64  `json:"id"`
+			Name string `json:"name"`
 		} `json:"room"`
 	} `json:"item"`
 	OAuthClientID string `json:"oauth_client_id"`
 }
 
 // webhook acknowledges a slash command once it is committed to the outbox;
-// the dispatcher runs it and replies through the REST API. A message id
-// seen before is acknowledged without a second job.
+// the dispatcher runs it and replies, in the response or through the REST
+// API (see answer). A message id seen before is acknowledged without a
+// second job.
 //
 // The request must look like HipChat's webhook, not like a page JWT reused
 // (any room member can read one in the browser): the body's
@@ -187,17 +194,13 @@ type webhookPayload struct {
 func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	a, _ := jwtauth.From(r.Context())
 	name := r.PathValue("command")
-	var p webhookPayload
 	body, err := readBody(r)
+	var p webhookPayload
 	if err == nil {
-		err = httperr.DecodeJSON(json.NewDecoder(bytes.NewReader(body)), &p)
+		p, err = decodeWebhook(body)
 	}
 	switch {
 	case err != nil:
-	case p.Event != "room_message":
-		err = addon.Errorf(addon.Invalid, "unsupported event %q", addon.Clip(p.Event, 40))
-	case p.Item.Room.ID <= 0 || p.Item.Message.ID == "":
-		err = addon.Errorf(addon.Invalid, "item.room.id and item.message.id are required")
 	case p.OAuthClientID != a.Inst.OAuthID:
 		err = addon.Errorf(addon.Unauthorized, "oauth_client_id does not match the JWT issuer")
 	case a.Claims.RoomID != 0 && a.Claims.RoomID != p.Item.Room.ID:
@@ -207,33 +210,124 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	case !s.replays.admit(replayKey(a), body, a.Claims.ExpiresAt, s.Now()):
 		err = addon.Errorf(addon.Unauthorized, "JWT replayed with another body")
 	}
-	cmd, args, ok := s.Commands.Parse(p.Item.Message.Message)
-	if err == nil && (!ok || cmd != name) {
-		err = addon.Errorf(addon.Invalid, "message is not a /%s command", addon.Clip(name, 40))
+	var spec command.Spec
+	if err == nil {
+		spec, err = s.command(p, name)
 	}
 	if err != nil {
-		code, _ := httperr.Status(err)
-		s.Metrics.Webhooks.WithLabelValues(strings.ToLower(http.StatusText(code))).Inc()
-		s.fail(w, r, err)
+		s.refuse(w, r, err)
 		return
 	}
+	s.answer(w, r, s.job(a.Inst.OAuthID, p, spec), spec)
+}
+
+// decodeWebhook reads a room_message webhook body: an Invalid error unless
+// it is one, with a room id and a message id.
+func decodeWebhook(body []byte) (webhookPayload, error) {
+	var p webhookPayload
+	err := httperr.DecodeJSON(json.NewDecoder(bytes.NewReader(body)), &p)
+	switch {
+	case err != nil:
+	case p.Event != "room_message":
+		err = addon.Errorf(addon.Invalid, "unsupported event %q", addon.Clip(p.Event, 40))
+	case p.Item.Room.ID <= 0 || p.Item.Message.ID == "":
+		err = addon.Errorf(addon.Invalid, "item.room.id and item.message.id are required")
+	}
+	return p, err
+}
+
+// command returns the spec of the command p's message calls, which must be
+// the command name of the webhook's URL.
+func (s *server) command(p webhookPayload, name string) (command.Spec, error) {
+	cmd, _, ok := s.Commands.Parse(p.Item.Message.Message)
+	spec, known := s.Commands.Spec(cmd)
+	if !ok || cmd != name || !known {
+		return command.Spec{}, addon.Errorf(addon.Invalid, "message is not a /%s command", addon.Clip(name, 40))
+	}
+	return spec, nil
+}
+
+// refuse answers a webhook refused with err, counted by its status.
+func (s *server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	code, _ := httperr.Status(err)
+	s.Metrics.Webhooks.WithLabelValues(strings.ToLower(http.StatusText(code))).Inc()
+	s.fail(w, r, err)
+}
+
+// job is the job of webhook p for installation oauthID, calling spec.
+func (s *server) job(oauthID string, p webhookPayload, spec command.Spec) addon.Job {
+	_, args, _ := s.Commands.Parse(p.Item.Message.Message)
 	// A delivery of the same message again carries the same date, which
 	// the store keys the seen messages by; without one (or an unreadable
 	// one) the message id alone tells.
 	date, _ := time.Parse(time.RFC3339Nano, p.Item.Message.Date)
-	job := addon.Job{OAuthID: a.Inst.OAuthID, RoomID: p.Item.Room.ID, MessageID: p.Item.Message.ID, MessageDate: date.UTC(),
-		Command: cmd, Args: args, From: p.Item.Message.From.Name, Received: s.Now().UTC()}
-	if _, isNew, err := s.Outbox.Enqueue(r.Context(), job); err != nil {
+	return addon.Job{OAuthID: oauthID, RoomID: p.Item.Room.ID, MessageID: p.Item.Message.ID, MessageDate: date.UTC(),
+		Command: spec.Name, Args: args, From: p.Item.Message.From.Name, Received: s.Now().UTC(),
+		ResponseOnly: spec.Reply == command.ReplyResponse}
+}
+
+// answer stores job and answers its webhook. With reply mode api (or no
+// Replies) that is 204 once the job is committed. Otherwise the request
+// waits up to spec.ReplyBudget for the dispatcher to offer the reply and
+// answers 200 with it, in the send-notification format (PROTOCOL.md
+// section 6): the same JSON the REST API would have been sent. A reply not
+// ready in time is acknowledged with 204 and goes through the outbox
+// (auto), or to the dead letters (response). Either way the job was
+// committed first: a 2xx always means it is stored.
+func (s *server) answer(w http.ResponseWriter, r *http.Request, job addon.Job, spec command.Spec) {
+	var aw *delivery.Awaiting
+	if spec.Reply != command.ReplyAPI && s.Replies != nil {
+		aw = s.Replies.Await(job.OAuthID, job.MessageID)
+	}
+	_, isNew, err := s.Outbox.Enqueue(r.Context(), job)
+	if aw != nil && (err != nil || !isNew) {
+		aw.Cancel()
+	}
+	switch {
+	case err != nil:
 		s.Metrics.Webhooks.WithLabelValues("error").Inc()
 		s.fail(w, r, addon.Wrap(addon.Busy, err, "could not store the command"))
 		return
-	} else if !isNew {
+	case !isNew:
 		s.Metrics.Webhooks.WithLabelValues("duplicate").Inc()
 		w.WriteHeader(http.StatusNoContent)
 		return
+	case aw == nil:
+		s.Metrics.Webhooks.WithLabelValues("accepted").Inc()
+		w.WriteHeader(http.StatusNoContent)
+		return
 	}
-	s.Metrics.Webhooks.WithLabelValues("accepted").Inc()
-	w.WriteHeader(http.StatusNoContent)
+	ctx, cancel := context.WithTimeout(r.Context(), spec.ReplyBudget)
+	reply, written, ok := aw.Wait(ctx)
+	cancel()
+	if !ok {
+		s.Metrics.Webhooks.WithLabelValues("accepted").Inc()
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	err = writeReply(w, reply)
+	written(err)
+	if err == nil {
+		s.Metrics.Webhooks.WithLabelValues("answered").Inc()
+	}
+}
+
+// writeReply answers 200 with n as HipChat's send-notification JSON, after
+// the checks the REST API's client makes; what fails them is not written.
+func writeReply(w http.ResponseWriter, n addon.Notification) error {
+	if err := hipchat.ValidateNotification(n); err != nil {
+		return err
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("httpapi: encode the reply: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("httpapi: write the reply: %w", err)
+	}
+	return http.NewResponseController(w).Flush()
 }
 
 // fail answers r with err through the one error adapter (a JSON body).

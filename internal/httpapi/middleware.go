@@ -57,6 +57,9 @@ type statusWriter struct {
 	code int
 }
 
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) WriteHeader(code int) {
 	if w.code == 0 {
 		w.code = code
@@ -72,14 +75,15 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 // instrument times a route, logs it at debug level (path only: query
-// strings may carry a signed_request) and recovers from panics.
+// strings may carry a signed_request; a {secret} in the path redacted) and
+// recovers from panics.
 func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
-				s.Logger.Error("panic serving request", slog.String("path", r.URL.Path), slog.Any("panic", p))
+				s.Logger.Error("panic serving request", slog.String("path", redactedRequest(r).URL.Path), slog.Any("panic", p))
 				if sw.code == 0 {
 					s.fail(sw, r, addon.Errorf(addon.Internal, "internal error"))
 				}
@@ -91,7 +95,7 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.Handler {
 			s.Metrics.HTTPDuration.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 			if ctx := r.Context(); s.Logger.Enabled(ctx, slog.LevelDebug) {
 				s.Logger.LogAttrs(ctx, slog.LevelDebug, "request",
-					slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", code),
+					slog.String("method", r.Method), slog.String("path", redactedRequest(r).URL.Path), slog.Int("status", code),
 					slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
 			}
 		}()

@@ -29,6 +29,9 @@ func (s *server) routes() http.Handler {
 	handle("DELETE "+descriptor.PathInstallable+"/{oauthId}", "uninstall", s.unknownUninstall(signed(s.uninstall)))
 	handle("GET "+descriptor.PathUninstalled, "uninstalled", s.limited(s.uninstalled))
 	handle("POST "+descriptor.PathWebhook+"{command}", "webhook", signed(s.webhook))
+	if s.Integrations != nil {
+		handle("POST /integrations/{name}/{secret}", "integration", s.byoWebhook)
+	}
 
 	if p := s.Pages; p != nil {
 		page := func(h http.HandlerFunc) http.HandlerFunc { return s.Auth.Require(jwtauth.Anywhere, p.ErrorPage, h) }
@@ -72,6 +75,9 @@ func (a admin) routes() http.Handler {
 	mux.HandleFunc("GET /uninstalls", a.pendingUninstalls)
 	mux.HandleFunc("DELETE /installations/{id}", a.removeInstallation)
 	mux.HandleFunc("GET /outbox", a.outbox)
+	mux.HandleFunc("GET /integrations/{name}/url", a.integrationURL)
+	mux.HandleFunc("POST /integrations/{name}/rotate", a.rotateIntegration)
+	mux.HandleFunc("POST /notify", a.notify)
 	mux.HandleFunc("POST /outbox/dead/{id}", a.retryDead)
 	mux.HandleFunc("DELETE /outbox/dead/{id}", a.dropDead)
 	mux.HandleFunc("GET /backup", a.backup)

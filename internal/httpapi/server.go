@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/command"
+	"github.com/hipconnect/hipconnect/internal/delivery"
 	"github.com/hipconnect/hipconnect/internal/descriptor"
 	"github.com/hipconnect/hipconnect/internal/install"
 	"github.com/hipconnect/hipconnect/internal/jwtauth"
@@ -38,10 +40,18 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error)
 }
 
-// Parser splits a slash command message into the configured command's
-// name and its arguments; a *command.Runner has it.
-type Parser interface {
+// Commands splits a slash command message into the configured command's
+// name and its arguments, and gives a command's spec (its reply mode); a
+// *command.Runner has them.
+type Commands interface {
 	Parse(message string) (name, args string, ok bool)
+	Spec(name string) (command.Spec, bool)
+}
+
+// Replies lets a webhook request wait for its reply to answer with it; a
+// *delivery.Dispatcher has it (see delivery.Dispatcher.Await).
+type Replies interface {
+	Await(oauthID, messageID string) *delivery.Awaiting
 }
 
 // Pages are the handlers of the UI surfaces; a *ui.UI has them. Every one
@@ -79,10 +89,14 @@ type Deps struct {
 	Installs   Lifecycle
 	Outbox     Enqueuer
 	Auth       jwtauth.Auth // verifies every JWT HipChat sends
-	Commands   Parser
-	Pages      Pages // optional: no UI routes when nil
-	Metrics    Metrics
-	Logger     *slog.Logger
+	Commands   Commands
+	Replies    Replies // optional: every reply goes through the API when nil
+	// Integrations are the "Build your own" integrations; optional: no
+	// integration route when nil.
+	Integrations Integrations
+	Pages        Pages // optional: no UI routes when nil
+	Metrics      Metrics
+	Logger       *slog.Logger
 	// AllowHost reports whether a host is on the operator's allowlist; it
 	// guards the uninstall redirect.
 	AllowHost    func(host string) bool

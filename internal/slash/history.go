@@ -236,8 +236,18 @@ func (sv *Service) History(ctx context.Context, oauthID string, roomID int64) ([
 // A failed push is returned (wrapped) after the history was stored: the
 // caller logs it, the search itself stands.
 func (sv *Service) AfterSearch(ctx context.Context, inst addon.Installation, roomID int64, name, term string, hits []command.Hit) error {
+	rec, now, err := sv.record(ctx, inst, roomID, name, term, hits)
+	if err != nil {
+		return err
+	}
+	return sv.pushGlance(ctx, inst, roomID, rec, now)
+}
+
+// record stores a search in the room's history (see AfterSearch) and
+// returns the room's record and the time it was stored at.
+func (sv *Service) record(ctx context.Context, inst addon.Installation, roomID int64, name, term string, hits []command.Hit) (Record, time.Time, error) {
 	if roomID <= 0 || !inst.CoversRoom(roomID) {
-		return addon.Errorf(addon.Invalid, "slash: room %d is not a room of installation %s", roomID, inst.OAuthID)
+		return Record{}, time.Time{}, addon.Errorf(addon.Invalid, "slash: room %d is not a room of installation %s", roomID, inst.OAuthID)
 	}
 	now := sv.d.Now().UTC()
 	s := Search{Command: name, Term: command.Truncate(term, MaxTermChars), At: now, Total: len(hits), Hits: []Hit{}}
@@ -247,7 +257,7 @@ func (sv *Service) AfterSearch(ctx context.Context, inst addon.Installation, roo
 
 	entry, err := json.Marshal(s)
 	if err != nil {
-		return addon.Wrap(addon.Internal, err, "slash: encode search")
+		return Record{}, now, addon.Wrap(addon.Internal, err, "slash: encode search")
 	}
 	week, isNew := isoWeek(now), len(hits) > 0
 	var count int
@@ -256,10 +266,13 @@ func (sv *Service) AfterSearch(ctx context.Context, inst addon.Installation, roo
 		return b, err
 	})
 	if err != nil {
-		return fmt.Errorf("slash: record search: %w", err)
+		return Record{}, now, fmt.Errorf("slash: record search: %w", err)
 	}
-	rec := Record{Week: week, Count: count, New: isNew}
+	return Record{Week: week, Count: count, New: isNew}, now, nil
+}
 
+// pushGlance sends the room's glance for rec to HipChat.
+func (sv *Service) pushGlance(ctx context.Context, inst addon.Installation, roomID int64, rec Record, now time.Time) error {
 	if sv.d.PushGlance == nil || sv.d.GlanceKey == "" {
 		return nil
 	}

@@ -14,7 +14,8 @@ import (
 // way the installation's settings say (the dispatcher's Run): a disabled
 // command gets a short notice, a search shows the configured number of
 // results and is recorded with [Service.AfterSearch] (which also updates
-// the glance), anything else is run by the Runner as is. Like
+// the glance; not for a "Build your own" integration, which has neither
+// glance nor sidebar), anything else is run by the Runner as is. Like
 // command.Runner.Run, a failed search yields a notification for the room
 // together with an error for the log; a failed glance update is only
 // logged.
@@ -46,23 +47,46 @@ func (sv *Service) Run(ctx context.Context, inst addon.Installation, j addon.Job
 		return addon.Notification{Message: msg, MessageFormat: "html", Color: "red"}, fmt.Errorf("slash: %s: %w", name, err)
 	}
 	n := sv.d.Commands.Reply(spec, args, hits)
-	if err := sv.AfterSearch(ctx, inst, j.RoomID, name, args, hits); err != nil {
-		sv.d.Logger.Warn("slash: after search", slog.String("oauth_id", inst.OAuthID), slog.Int64("room", j.RoomID), slog.Any("err", err))
+	if inst.Integration != "" {
+		return n, nil // no glance or sidebar to keep up to date
 	}
+	log := sv.d.Logger.With(slog.String("oauth_id", inst.OAuthID), slog.Int64("room", j.RoomID))
+	if !j.ResponseOnly {
+		if err := sv.AfterSearch(ctx, inst, j.RoomID, name, args, hits); err != nil {
+			log.Warn("slash: after search", slog.Any("err", err))
+		}
+		return n, nil
+	}
+	// The reply goes in the webhook's response and must not wait for
+	// HipChat, which may be out of reach (a firewall dropping packets
+	// would hold it for outbound.timeout): the search is recorded now, the
+	// glance pushed in the background.
+	rec, now, err := sv.record(ctx, inst, j.RoomID, name, args, hits)
+	if err != nil {
+		log.Warn("slash: after search", slog.Any("err", err))
+		return n, nil
+	}
+	go func() {
+		if err := sv.pushGlance(context.WithoutCancel(ctx), inst, j.RoomID, rec, now); err != nil {
+			log.Warn("slash: after search", slog.Any("err", err))
+		}
+	}()
 	return n, nil
 }
 
 // Requests is how many API requests under the installation's token
-// delivering j makes (delivery.Options.Requests): its notification, plus
-// the glance update of a search that Run records.
+// delivering j makes (delivery.Options.Requests): its notification (none
+// when it may only go in the webhook's response), plus the glance update
+// of a search that Run records.
 func (sv *Service) Requests(j addon.Job) int {
-	if j.Reply != nil {
-		return 1
+	n := 1 // the notification
+	if j.ResponseOnly {
+		n = 0 // in the webhook's response
 	}
-	if spec, ok := sv.d.Commands.Spec(j.Command); ok && searches(spec, j.Args) {
-		return 2
+	if spec, ok := sv.d.Commands.Spec(j.Command); ok && j.Reply == nil && searches(spec, j.Args) {
+		n++ // the glance
 	}
-	return 1
+	return n
 }
 
 // searches reports whether running spec with args is a search (which Run
