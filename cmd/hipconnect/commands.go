@@ -202,7 +202,10 @@ func (e env) printInstallations(all []addon.Installation, pending []lifecycle.Pe
 	fmt.Fprintln(tw, "OAUTH ID\tGROUP\tROOM\tHIPCHAT\tINSTALLED\tUNINSTALL")
 	for _, i := range all {
 		room := fmt.Sprint(i.RoomID)
-		if i.Global() {
+		switch {
+		case i.Integration != "":
+			room = "(build your own)"
+		case i.Global():
 			room = "(global)"
 		}
 		uninstall := "-"

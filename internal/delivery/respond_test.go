@@ -214,3 +214,30 @@ func TestReplyInResponseSpendsTheFloodBudget(t *testing.T) {
 		t.Errorf("%d posts through the API while the room's budget is spent", rec.calls)
 	}
 }
+
+func TestTokenLimitsPerInstallation(t *testing.T) {
+	db := openStore(t, "a", "b")
+	rec := newRecorder(3)
+	// a's token (a room token, say) allows 1 request an hour; b has the
+	// default budget.
+	enqueue(t, db, "a", 1, "a1")
+	enqueue(t, db, "a", 2, "a2")
+	enqueue(t, db, "b", 1, "b1", "b2", "b3")
+	stop := start(t, Options{Store: db, Run: echo, Send: rec.send, TokenLimits: map[string]Limit{"a": {N: 1, Per: time.Hour}}})
+	defer stop()
+	waitFor(t, rec.done)
+	time.Sleep(200 * time.Millisecond) // a2 would go now if a had b's budget
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var fromA int
+	for _, msgs := range rec.got {
+		for _, m := range msgs {
+			if m[0] == 'a' {
+				fromA++
+			}
+		}
+	}
+	if fromA != 1 {
+		t.Errorf("%d replies of a sent, want 1 (its token's budget)", fromA)
+	}
+}

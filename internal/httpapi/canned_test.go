@@ -280,7 +280,10 @@ func TestReadHeaderTimeout(t *testing.T) {
 				if !errors.Is(err, io.EOF) {
 					t.Errorf("connection ended with %v, want a clean close (EOF)", err)
 				}
-				if took < cannedReadHeaderTimeout-50*time.Millisecond || took > cannedReadHeaderTimeout+2*time.Second {
+				// Not a timing goal: the bounds only tell the timeout from
+				// an answer at once and from no timeout at all, with room
+				// for a loaded machine.
+				if took < cannedReadHeaderTimeout-50*time.Millisecond || took > cannedReadHeaderTimeout+10*time.Second {
 					t.Errorf("closed after %v, want about ReadHeaderTimeout (%v)", took, cannedReadHeaderTimeout)
 				}
 				if l := serverLog.String(); l != "" {
