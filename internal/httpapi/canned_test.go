@@ -104,11 +104,19 @@ func exchange(t *testing.T, c net.Conn, req string) ([]byte, error, time.Duratio
 	if err := c.SetDeadline(start.Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatalf("write request: %v", err)
-	}
+	// Written while the answer is read: a server that answers before it
+	// has read everything (431) and closes must find the answer read, not
+	// lost to the reset its close sends while the rest is still coming.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(c, req)
+		wrote <- err
+	}()
 	var got bytes.Buffer
 	_, err := io.Copy(&got, c)
+	if werr := <-wrote; werr != nil && got.Len() == 0 {
+		t.Fatalf("write request: %v", werr)
+	}
 	if err == nil {
 		err = io.EOF // io.Copy reports EOF as nil
 	}
