@@ -34,6 +34,7 @@ const (
 	baselineCAEnv     = "HIPCONNECT_LOAD_CA"     // PEM file of the fakes' CA
 	baselineCertEnv   = "HIPCONNECT_LOAD_CERT"   // -tls files: PEM certificate to serve HTTPS with
 	baselineKeyEnv    = "HIPCONNECT_LOAD_KEY"    // -tls files: its PEM key
+	baselineReplyEnv  = "HIPCONNECT_LOAD_REPLY"  // -reply: api or response
 )
 
 // serveBaseline runs the baseline server until ctx ends. For
@@ -42,7 +43,9 @@ const (
 // makes the calls hipconnect makes for that command: for hascode a GET to
 // the search backend and a glance update POST, then for every command the
 // room notification POST, whose message carries the command's text so the
-// load tool can match it. Given a certificate and key file, it serves
+// load tool can match it. With -reply response it answers 200 with that
+// notification instead, after the search for hascode, and posts only the
+// glance. Given a certificate and key file, it serves
 // HTTPS (HTTP/1.1 to the tool's client, as hipconnect's public listener).
 func serveBaseline(ctx context.Context, getenv func(string) string) error {
 	pem, err := os.ReadFile(getenv(baselineCAEnv))
@@ -76,6 +79,13 @@ func serveBaseline(ctx context.Context, getenv func(string) string) error {
 			resp.Body.Close()
 		}
 	}
+	searchFor := func(term string) {
+		if resp, err := client.Get(strings.ReplaceAll(search, "{term}", url.QueryEscape(term))); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	inResponse := getenv(baselineReplyEnv) == replyResponse
 	glance := []byte(`{"glance":[{"key":"blogsearch-glance","content":{"label":{"type":"html","value":"<b>1</b> search this week"}}}]}`)
 
 	mux := http.NewServeMux()
@@ -96,20 +106,28 @@ func serveBaseline(ctx context.Context, getenv func(string) string) error {
 			http.Error(w, "bad body", http.StatusBadRequest)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent)
 		command := r.PathValue("command")
 		_, text, _ := strings.Cut(p.Item.Message.Message, " ")
 		room := fmt.Sprint(p.Item.Room.ID)
+		reply, _ := json.Marshal(map[string]any{"message": text, "message_format": "text", "color": "gray", "notify": false})
+		if inResponse {
+			// The reply in the response: the search first, the glance
+			// after, the notification not posted at all.
+			if command == "hascode" {
+				searchFor(text)
+				go post("addon/ui/room/"+room, glance)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(reply)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 		go func() {
 			if command == "hascode" {
-				if resp, err := client.Get(strings.ReplaceAll(search, "{term}", url.QueryEscape(text))); err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
+				searchFor(text)
 				post("addon/ui/room/"+room, glance)
 			}
-			body, _ := json.Marshal(map[string]any{"message": text, "message_format": "text", "color": "gray", "notify": false})
-			post("room/"+room+"/notification", body)
+			post("room/"+room+"/notification", reply)
 		}()
 	})
 	ln, err := net.Listen("tcp", getenv(baselineListenEnv))
@@ -138,7 +156,7 @@ func serveBaseline(ctx context.Context, getenv func(string) string) error {
 // startBaseline starts the baseline process and waits until it is ready.
 // With st (-tls files) it serves HTTPS with st's certificate. It returns the
 // process and its base URL.
-func startBaseline(ctx context.Context, dir, caFile string, st *serverTLS, hc *fakeHipChat, search *fakeSearch) (*child, string, error) {
+func startBaseline(ctx context.Context, dir, caFile string, st *serverTLS, hc *fakeHipChat, search *fakeSearch, reply string) (*child, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
@@ -150,7 +168,7 @@ func startBaseline(ctx context.Context, dir, caFile string, st *serverTLS, hc *f
 	cmd := exec.Command(exe)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), baselineEnv + "=1", baselineListenEnv + "=" + addr,
 		baselineAPIEnv + "=" + hc.url + "/v2/", baselineTokenEnv + "=" + hc.mint("baseline"),
-		baselineSearchEnv + "=" + search.searchURL(), baselineCAEnv + "=" + caFile}
+		baselineSearchEnv + "=" + search.searchURL(), baselineCAEnv + "=" + caFile, baselineReplyEnv + "=" + reply}
 	base := "http://" + addr
 	var tc *tls.Config
 	if st != nil {

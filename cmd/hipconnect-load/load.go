@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -190,7 +191,7 @@ type loadSpec struct {
 // loadResult is what one load run measured.
 type loadResult struct {
 	Sent       int            `json:"sent"`
-	Accepted   int            `json:"accepted"` // webhooks answered 204
+	Accepted   int            `json:"accepted"` // webhooks answered 204, or 200 with the reply
 	Notified   int            `json:"notified"`
 	Missing    int            `json:"missing"` // accepted, no notification in time
 	Duplicates int            `json:"duplicates"`
@@ -274,7 +275,8 @@ func drive(ctx context.Context, p *plan, rec *recorder, spec loadSpec) loadResul
 }
 
 // send posts command k's webhook (built in buf, returned for reuse) and
-// reports whether it was acknowledged with 204.
+// reports whether it was acknowledged: 204, or 200 with the reply, which
+// counts as its notification.
 func (d *driver) send(ctx context.Context, k int, buf []byte) ([]byte, bool) {
 	body, tok := d.p.webhook(buf, k, d.rec.marker(k))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
@@ -296,12 +298,23 @@ func (d *driver) send(ctx context.Context, k int, buf []byte) ([]byte, bool) {
 		}
 		return body, false
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNoContent:
+	case http.StatusOK: // the reply in the response
+		var n struct {
+			Message string `json:"message"`
+		}
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&n); err != nil || n.Message == "" {
+			d.errs.add("reply in the response: not a notification")
+			return body, false
+		}
+		d.rec.notified(n.Message, time.Now())
+	default:
 		d.errs.add("status " + strconv.Itoa(resp.StatusCode))
 		return body, false
 	}
+	_, _ = io.Copy(io.Discard, resp.Body)
 	d.accepted.Add(1)
 	return body, true
 }

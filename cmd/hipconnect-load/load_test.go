@@ -63,8 +63,9 @@ func runJSON(t *testing.T, args ...string) *report {
 	return &r
 }
 
-// checkPhase checks what every complete run must show.
-func checkPhase(t *testing.T, p *phase, commands int) {
+// checkPhase checks what every complete run must show: commands sent,
+// acknowledged and notified, posted of them through the fake HipChat.
+func checkPhase(t *testing.T, p *phase, commands, posted int) {
 	t.Helper()
 	if p == nil {
 		t.Fatal("phase missing from the report")
@@ -85,8 +86,8 @@ func checkPhase(t *testing.T, p *phase, commands int) {
 		t.Errorf("%s: ready %.1f ms, RSS under load %.1f MB, VmHWM %.1f MB, CPU %.0f us/command: want all measured",
 			p.Name, p.ReadyMS, p.RSSLoadMB, p.HWMMB, p.CPUPerCommandUS)
 	}
-	if got := p.Fake["notifications"]; got != commands {
-		t.Errorf("%s: the fake HipChat accepted %d notifications, want %d", p.Name, got, commands)
+	if got := p.Fake["notifications"]; got != posted {
+		t.Errorf("%s: the fake HipChat accepted %d notifications, want %d", p.Name, got, posted)
 	}
 	if p.Fake["refused"] != 0 {
 		t.Errorf("%s: the fake HipChat refused %d requests", p.Name, p.Fake["refused"])
@@ -99,8 +100,8 @@ func TestClosedLoop(t *testing.T) {
 	const commands = 200
 	r := runJSON(t, "-hipconnect", hipconnectBin, "-installs", "2", "-rooms", "20", "-commands", fmt.Sprint(commands),
 		"-concurrency", "8", "-baseline", "-duration", "20s", "-timeout", "10s")
-	checkPhase(t, r.Hipconnect, commands)
-	checkPhase(t, r.Baseline, commands)
+	checkPhase(t, r.Hipconnect, commands, commands)
+	checkPhase(t, r.Baseline, commands, commands)
 	h := r.Hipconnect
 	if h.Installs != 2 || h.InstallsPerSecond <= 0 || len(h.InstallErrors) != 0 {
 		t.Errorf("installs: %d at %.1f/s, errors %v", h.Installs, h.InstallsPerSecond, h.InstallErrors)
@@ -120,6 +121,22 @@ func TestClosedLoop(t *testing.T) {
 	}
 }
 
+// TestReplyInResponse drives hipconnect and the baseline with replies in
+// the webhook's response: every command is notified through its 200, none
+// through the fake HipChat, which sees the glance updates only.
+func TestReplyInResponse(t *testing.T) {
+	const commands = 100
+	r := runJSON(t, "-hipconnect", hipconnectBin, "-command", "hascode", "-reply", "response", "-installs", "2", "-rooms", "10",
+		"-commands", fmt.Sprint(commands), "-concurrency", "4", "-baseline", "-duration", "20s", "-timeout", "10s")
+	checkPhase(t, r.Hipconnect, commands, 0)
+	checkPhase(t, r.Baseline, commands, 0)
+	for _, p := range []*phase{r.Hipconnect, r.Baseline} {
+		if p.Fake["searches"] != commands {
+			t.Errorf("%s: %d searches, want %d", p.Name, p.Fake["searches"], commands)
+		}
+	}
+}
+
 // TestOpenLoopHascode runs the search command at a fixed rate, with a
 // restart after the installs: every command makes one search and one
 // glance update besides its notification.
@@ -127,7 +144,7 @@ func TestOpenLoopHascode(t *testing.T) {
 	const commands = 100
 	r := runJSON(t, "-hipconnect", hipconnectBin, "-command", "hascode", "-installs", "2", "-rooms", "10",
 		"-commands", fmt.Sprint(commands), "-rate", "200/s", "-restart", "-duration", "20s", "-timeout", "10s")
-	checkPhase(t, r.Hipconnect, commands)
+	checkPhase(t, r.Hipconnect, commands, commands)
 	h := r.Hipconnect
 	if h.Fake["searches"] != commands || h.Fake["glances"] != commands {
 		t.Errorf("searches %d, glances %d, want %d each", h.Fake["searches"], h.Fake["glances"], commands)
@@ -154,8 +171,8 @@ func TestTLSFiles(t *testing.T) {
 	if r.Setup.TLS != "files" {
 		t.Errorf("setup.tls = %q, want files", r.Setup.TLS)
 	}
-	checkPhase(t, r.Hipconnect, commands)
-	checkPhase(t, r.Baseline, commands)
+	checkPhase(t, r.Hipconnect, commands, commands)
+	checkPhase(t, r.Baseline, commands, commands)
 	h := r.Hipconnect
 	if h.Installs != 1 || len(h.InstallErrors) != 0 || h.ReadyAfterRestartMS <= 0 {
 		t.Errorf("installs %d, errors %v, ready after restart %.1f ms", h.Installs, h.InstallErrors, h.ReadyAfterRestartMS)
@@ -226,6 +243,7 @@ func TestParse(t *testing.T) {
 		{"bad tls", []string{"-hipconnect", "x", "-tls", "acme"}},
 		{"tls with target", []string{"-target", "https://127.0.0.1:1", "-tls", "files"}},
 		{"argument", []string{"-hipconnect", "x", "extra"}},
+		{"bad reply", []string{"-hipconnect", "x", "-reply", "auto"}},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {

@@ -63,6 +63,7 @@ type options struct {
 	rate                    float64
 	duration, timeout       time.Duration
 	command                 string
+	reply                   string // replyAPI or replyResponse: how replies reach the room
 	baseline, json, restart bool
 	installConcurrency      int
 	profileDir              string
@@ -71,6 +72,14 @@ type options struct {
 	logLevel                string
 	env                     []string
 }
+
+// The values of -reply: the started daemon's commands[].reply, and the
+// way the baseline answers: through the REST API, or in the webhook's
+// response (200 with the notification).
+const (
+	replyAPI      = "api"
+	replyResponse = "response"
+)
 
 // The values of -tls: the tls.mode the started daemon is given.
 const (
@@ -151,6 +160,7 @@ func (o *options) define(fs *flag.FlagSet, rate *string) {
 	fs.DurationVar(&o.duration, "duration", time.Minute, "send nothing after this long")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long a command's notification is awaited")
 	fs.StringVar(&o.command, "command", "echo", "the slash command: echo (no backend) or hascode (search backend, history, glance)")
+	fs.StringVar(&o.reply, "reply", replyAPI, "how replies reach the room: api (REST notification after a 204) or response (200 with the reply), for hipconnect and the baseline alike")
 	fs.BoolVar(&o.baseline, "baseline", false, "also drive the bare baseline server the same way, and print ratios")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&o.restart, "restart", false, "restart hipconnect after the installs: startup time with them stored, and RSS without the install phase")
@@ -177,6 +187,9 @@ func (o *options) check(rate string) error {
 	}
 	if err := o.checkFakeAddrs(); err != nil {
 		return err
+	}
+	if o.reply != replyAPI && o.reply != replyResponse {
+		return fmt.Errorf("%w: -reply must be api or response, got %q", errUsage, o.reply)
 	}
 	return o.checkEnv()
 }
@@ -516,10 +529,10 @@ commands:
     search_url: %[8]q
     max_results: 10
     show_all_url: "https://blog.example/tag/{term}"
-    reply: api # through the REST API, as the baseline answers
+    reply: %[11]s # as the baseline answers (-reply)
   - name: echo
     kind: echo
-    reply: api
+    reply: %[11]s
 `
 
 // tlsSection is daemonConfig's tls section, and the scheme of the base URL
@@ -670,7 +683,7 @@ func (r *rig) newDaemon() (*daemon, error) {
 	hcHost, _, _ := net.SplitHostPort(r.o.hipchatAddr)
 	section, scheme := tlsSection(r.st)
 	cfg := fmt.Sprintf(daemonConfig, listen, opsAddr, r.o.profileDir != "", filepath.Join(r.dir, "hipconnect.db"),
-		hcHost, r.caFile, r.o.logLevel, r.search.searchURL(), scheme, section)
+		hcHost, r.caFile, r.o.logLevel, r.search.searchURL(), scheme, section, r.o.reply)
 	// /readyz is on the ops listener, plain HTTP in every mode; in files
 	// mode the daemon is ready only with its certificate loaded.
 	d := &daemon{bin: r.o.hipconnect, cfgPath: filepath.Join(r.dir, "hipconnect.yaml"), logPath: filepath.Join(r.dir, "hipconnect.log"),
@@ -745,7 +758,7 @@ func procStatus(pid int) (procSample, bool) {
 // with r.st's certificate if r.st is not nil. It always stops or kills the
 // baseline process before returning.
 func (r *rig) runBaseline(ctx context.Context) (*phase, error) {
-	b, base, err := startBaseline(ctx, r.dir, r.caFile, r.st, r.hc, r.search)
+	b, base, err := startBaseline(ctx, r.dir, r.caFile, r.st, r.hc, r.search, r.o.reply)
 	if err != nil {
 		return nil, err
 	}
