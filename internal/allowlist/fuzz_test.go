@@ -183,7 +183,15 @@ func checkHostIP(t *testing.T, host string) {
 	if !ok || back != ip {
 		t.Fatalf("HostIP(%q) = %v, but HostIP(%q) = %v, %v", host, ip, ip.String(), back, ok)
 	}
-	if _, err := netip.ParseAddr(strings.Trim(host, "[].")); err != nil {
-		t.Fatalf("HostIP(%q) = %v, but it is no address", host, ip)
+	// Without its brackets (both) or its trailing dot, host is the address
+	// (a zone may end in "]" or ".": "::%]" is an address).
+	bare := strings.TrimSuffix(host, ".")
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		bare = host[1 : len(host)-1]
+	}
+	if _, err := netip.ParseAddr(bare); err != nil {
+		if _, err2 := netip.ParseAddr(host); err2 != nil {
+			t.Fatalf("HostIP(%q) = %v, but it is no address", host, ip)
+		}
 	}
 }
