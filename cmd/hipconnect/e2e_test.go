@@ -228,7 +228,9 @@ func blog(t *testing.T, addr string) (string, *atomic.Int64) {
 	return "http://" + ln.Addr().String(), &calls
 }
 
-const e2eConfig = `
+// e2eDaemon is the part of the e2e configurations other than the commands:
+// plain HTTP on loopback, the fake HipChat on 127.0.0.2 allowed with its CA.
+const e2eDaemon = `
 server:
   base_url: http://{{listen}}
   listen: {{listen}}
@@ -243,7 +245,9 @@ hipchat:
   ca_file: {{dir}}/hipchat-ca.pem
 log:
   level: debug
-addon:
+`
+
+const e2eConfig = e2eDaemon + `addon:
   key: com.example.blogsearch
   name: Blog Search
 commands:

@@ -20,22 +20,7 @@ import (
 // replyConfig has the same search command three times, answering in the
 // response, through the API, and in the response if within half a second
 // (against a backend that takes two), and echo in the response.
-const replyConfig = `
-server:
-  base_url: http://{{listen}}
-  listen: {{listen}}
-  ops_listen: {{ops}}
-  shutdown_grace: 2s
-tls:
-  mode: "off"
-storage:
-  path: {{dir}}/hipconnect.db
-hipchat:
-  allowed_hosts: ["127.0.0.2"]
-  ca_file: {{dir}}/hipchat-ca.pem
-log:
-  level: debug
-commands:
+const replyConfig = e2eDaemon + `commands:
   - name: hascode
     search_url: "%[1]s/byTag.php?tag={term}"
     show_all_url: "https://blog.example/tag/{term}"

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -148,19 +149,9 @@ func (c *Client) SendRoomNotification(ctx context.Context, inst addon.Installati
 // SendNotification (401: the token is not valid).
 func (c *Client) CheckRoom(ctx context.Context, inst addon.Installation, token, idOrName string) (readable bool, err error) {
 	const op = "check room"
-	u, err := c.checkURL("api url", strings.TrimSuffix(inst.APIURL, "/")+"/room/"+url.PathEscape(idOrName))
+	resp, err := c.callAPI(ctx, op, http.MethodGet, inst, token, "room/"+url.PathEscape(idOrName), nil)
 	if err != nil {
-		return false, opError(op, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return false, opError(op, addon.Wrap(addon.Invalid, err, "bad api url"))
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.do(req)
-	if err != nil {
-		return false, opError(op, err)
+		return false, err
 	}
 	defer drain(resp)
 	switch {
@@ -236,34 +227,13 @@ func (c *Client) UpdateGlance(ctx context.Context, inst addon.Installation, toke
 // postAPI posts v as JSON to inst.APIURL+path with the bearer token and maps
 // the answer (see SendNotification).
 func (c *Client) postAPI(ctx context.Context, op string, inst addon.Installation, token, path string, v any) error {
-	if token == "" {
-		return opError(op, addon.Errorf(addon.Invalid, "no access token"))
-	}
-	base := inst.APIURL
-	if base == "" {
-		return opError(op, addon.Errorf(addon.Invalid, "installation has no api url"))
-	}
-	if !strings.HasSuffix(base, "/") {
-		base += "/"
-	}
-	u, err := c.checkURL("api url", base+path)
-	if err != nil {
-		return opError(op, err)
-	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return opError(op, addon.Wrap(addon.Internal, err, "encoding the request failed"))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(b))
+	resp, err := c.callAPI(ctx, op, http.MethodPost, inst, token, path, b)
 	if err != nil {
-		return opError(op, addon.Wrap(addon.Invalid, err, "bad api url"))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.do(req)
-	if err != nil {
-		return opError(op, err)
+		return err
 	}
 	defer drain(resp)
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
@@ -271,6 +241,45 @@ func (c *Client) postAPI(ctx context.Context, op string, inst addon.Installation
 	}
 	body, _ := readBody(resp) // an unreadable error body still has its status
 	return opError(op, c.apiError(resp, body, token))
+}
+
+// callAPI makes a request to {inst.APIURL}path with token as the Bearer
+// credential and body (if any) as JSON, and returns HipChat's answer for
+// the caller to read and drain. The URL's host must be allowed. Its errors
+// are op's.
+func (c *Client) callAPI(ctx context.Context, op, method string, inst addon.Installation, token, path string, body []byte) (*http.Response, error) {
+	if token == "" {
+		return nil, opError(op, addon.Errorf(addon.Invalid, "no access token"))
+	}
+	base := inst.APIURL
+	if base == "" {
+		return nil, opError(op, addon.Errorf(addon.Invalid, "installation has no api url"))
+	}
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
+	u, err := c.checkURL("api url", base+path)
+	if err != nil {
+		return nil, opError(op, err)
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, opError(op, addon.Wrap(addon.Invalid, err, "bad api url"))
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, opError(op, err)
+	}
+	return resp, nil
 }
 
 // apiError maps a non-2xx API answer to an error (see SendNotification).

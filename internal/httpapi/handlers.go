@@ -210,15 +210,18 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	case !s.replays.admit(replayKey(a), body, a.Claims.ExpiresAt, s.Now()):
 		err = addon.Errorf(addon.Unauthorized, "JWT replayed with another body")
 	}
-	var spec command.Spec
+	var (
+		spec command.Spec
+		args string
+	)
 	if err == nil {
-		spec, err = s.command(p, name)
+		spec, args, err = s.command(p, name)
 	}
 	if err != nil {
 		s.refuse(w, r, err)
 		return
 	}
-	s.answer(w, r, s.job(a.Inst.OAuthID, p, spec), spec)
+	s.answer(w, r, s.job(a.Inst.OAuthID, p, spec, args), spec)
 }
 
 // decodeWebhook reads a room_message webhook body: an Invalid error unless
@@ -237,14 +240,18 @@ func decodeWebhook(body []byte) (webhookPayload, error) {
 }
 
 // command returns the spec of the command p's message calls, which must be
-// the command name of the webhook's URL.
-func (s *server) command(p webhookPayload, name string) (command.Spec, error) {
-	cmd, _, ok := s.Commands.Parse(p.Item.Message.Message)
+// name (the command of the webhook's URL; "" takes any configured
+// command), and the command's arguments.
+func (s *server) command(p webhookPayload, name string) (command.Spec, string, error) {
+	cmd, args, ok := s.Commands.Parse(p.Item.Message.Message)
 	spec, known := s.Commands.Spec(cmd)
-	if !ok || cmd != name || !known {
-		return command.Spec{}, addon.Errorf(addon.Invalid, "message is not a /%s command", addon.Clip(name, 40))
+	switch {
+	case name == "" && (!ok || !known):
+		return command.Spec{}, "", addon.Errorf(addon.Invalid, "message is not a configured slash command")
+	case name != "" && (!ok || cmd != name || !known):
+		return command.Spec{}, "", addon.Errorf(addon.Invalid, "message is not a /%s command", addon.Clip(name, 40))
 	}
-	return spec, nil
+	return spec, args, nil
 }
 
 // refuse answers a webhook refused with err, counted by its status.
@@ -254,9 +261,9 @@ func (s *server) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	s.fail(w, r, err)
 }
 
-// job is the job of webhook p for installation oauthID, calling spec.
-func (s *server) job(oauthID string, p webhookPayload, spec command.Spec) addon.Job {
-	_, args, _ := s.Commands.Parse(p.Item.Message.Message)
+// job is the job of webhook p for installation oauthID, calling spec with
+// args.
+func (s *server) job(oauthID string, p webhookPayload, spec command.Spec, args string) addon.Job {
 	// A delivery of the same message again carries the same date, which
 	// the store keys the seen messages by; without one (or an unreadable
 	// one) the message id alone tells.

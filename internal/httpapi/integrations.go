@@ -41,10 +41,12 @@ func (s *server) byoWebhook(w http.ResponseWriter, r *http.Request) {
 	if err == nil && !in.InRoom(p.Item.Room.ID, p.Item.Room.Name) {
 		err = addon.Errorf(addon.Forbidden, "room %d is not the room of integration %s", p.Item.Room.ID, in.Name)
 	}
-	var spec command.Spec
+	var (
+		spec command.Spec
+		args string
+	)
 	if err == nil {
-		cmd, _, _ := s.Commands.Parse(p.Item.Message.Message)
-		spec, err = s.command(p, cmd)
+		spec, args, err = s.command(p, "")
 		if err == nil && !in.Allows(spec.Name) {
 			err = addon.Errorf(addon.Forbidden, "integration %s does not run /%s", in.Name, spec.Name)
 		}
@@ -54,7 +56,7 @@ func (s *server) byoWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec.Reply = in.Reply
-	job := s.job(in.OAuthID(), p, spec)
+	job := s.job(in.OAuthID(), p, spec, args)
 	job.RoomID = in.QueueRoom()
 	s.answer(w, r, job, spec)
 }

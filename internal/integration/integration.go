@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,14 +133,7 @@ type Integration struct {
 func (in Integration) OAuthID() string { return OAuthID(in.Name) }
 
 // Allows reports whether the integration may run the command name.
-func (in Integration) Allows(name string) bool {
-	for _, c := range in.Commands {
-		if c == name {
-			return true
-		}
-	}
-	return false
-}
+func (in Integration) Allows(name string) bool { return slices.Contains(in.Commands, name) }
 
 // InRoom reports whether a webhook from room (id, name) comes from the
 // integration's room: the room URL names it by id (a number) or by name.

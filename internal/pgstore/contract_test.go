@@ -13,6 +13,7 @@ import (
 
 	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/pgstore/pgtest"
+	"github.com/hipconnect/hipconnect/internal/seal"
 	"github.com/hipconnect/hipconnect/internal/storetest"
 	"github.com/jackc/pgx/v5"
 )
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // newKey returns a random secrets key.
 func newKey() []byte {
-	k := make([]byte, keySize)
+	k := make([]byte, seal.KeySize)
 	_, _ = rand.Read(k)
 	return k
 }
@@ -183,7 +184,7 @@ func TestSecretsKeyRules(t *testing.T) {
 		} {
 			var v string
 			query(t, dsn, q, &v)
-			if !strings.HasPrefix(v, secretPrefix) {
+			if !seal.IsSealed(v) {
 				t.Errorf("%s = %q, want it encrypted", q, v)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/seal"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -51,7 +52,7 @@ func checkKey(key string) error {
 // seal returns val as stored at key.
 func (k *kv) seal(key string, val []byte) []byte {
 	if k.secret(key) {
-		val = []byte(k.d.sealer.seal(certKeyAAD(key), val))
+		val = []byte(k.d.sealer.Seal(certKeyAAD(key), val))
 	}
 	if val == nil {
 		val = []byte{} // NOT NULL: an empty value is a value
@@ -67,7 +68,7 @@ func (k *kv) open(key string, stored []byte) ([]byte, error) {
 		}
 		return stored, nil
 	}
-	plain, err := k.d.sealer.open(certKeyAAD(key), string(stored))
+	plain, err := k.d.sealer.Open(certKeyAAD(key), string(stored))
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: decrypt %s %q: %w", k.namespace, key, err)
 	}
@@ -109,8 +110,8 @@ func (k *kv) stat(ctx context.Context, key string) (int64, time.Time, error) {
 		return 0, time.Time{}, wrapErr("kv stat", err)
 	}
 	size := int64(len(v))
-	if k.secret(key) && isSealed(string(v)) {
-		size = int64(k.d.sealer.sealedLen(v))
+	if k.secret(key) && seal.IsSealed(string(v)) {
+		size = int64(k.d.sealer.SealedLen(v))
 	}
 	return size, utc(mod), nil
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+
+	"github.com/hipconnect/hipconnect/internal/seal"
 )
 
 // migrations are the schema's SQL migrations, NNNNN_name.sql, applied in
@@ -35,7 +37,7 @@ const migrateLockKey int64 = 0x68697063_6f6e6e31
 // Warnings. Whoever holds the lock, the others wait in pg_advisory_lock
 // (or until ctx is done); the lock goes with the session, so a node that
 // dies while migrating releases it.
-func prepare(ctx context.Context, cc *pgx.ConnConfig, s *sealer) ([]string, error) {
+func prepare(ctx context.Context, cc *pgx.ConnConfig, s *seal.Sealer) ([]string, error) {
 	conn, err := pgx.ConnectConfig(ctx, cc.Copy())
 	if err != nil {
 		return nil, wrapErr("connect", err)

@@ -49,6 +49,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/seal"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -90,7 +91,7 @@ var (
 	ErrKeyRequired = errors.New("the database's secrets are encrypted: a key is required")
 	// ErrWrongKey is returned when a secret does not decrypt: the key is
 	// not the one it was encrypted with, or the data was damaged or moved.
-	ErrWrongKey = errors.New("wrong key or damaged data")
+	ErrWrongKey = seal.ErrWrongKey
 )
 
 // DB is an open hipconnect store in PostgreSQL. Every method is safe for
@@ -98,7 +99,7 @@ var (
 type DB struct {
 	pool       *pgxpool.Pool
 	now        func() time.Time
-	sealer     *sealer // nil without Options.Key
+	sealer     *seal.Sealer // nil without Options.Key
 	maxPending int
 	warnings   []string
 	certs      *certStorage
@@ -138,7 +139,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	d := &DB{now: o.Now, maxPending: o.MaxPendingPerInstallation}
 	if o.Key != nil {
-		s, err := newSealer(o.Key)
+		s, err := seal.New(o.Key)
 		if err != nil {
 			return nil, fmt.Errorf("pgstore: open: %w", err)
 		}

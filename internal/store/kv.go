@@ -79,7 +79,7 @@ func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, err
 	}
 	if kv.secret(key) {
-		plain, err := kv.d.sealer.open(aad(string(kv.bucketName()), key), string(val))
+		plain, err := kv.d.sealer.Open(aad(string(kv.bucketName()), key), string(val))
 		if err != nil {
 			return nil, fmt.Errorf("store: decrypt %s %q: %w", kv.namespace, key, err)
 		}
@@ -98,7 +98,7 @@ func (kv *KV) Put(ctx context.Context, key string, val []byte) error {
 		return addon.Errorf(addon.Invalid, "empty key")
 	}
 	if kv.secret(key) {
-		val = []byte(kv.d.sealer.seal(aad(string(kv.bucketName()), key), val))
+		val = []byte(kv.d.sealer.Seal(aad(string(kv.bucketName()), key), val))
 	}
 	rec := kvRecord(kv.d.now(), val)
 	return kv.d.update(ctx, "kv put", func(tx *bolt.Tx) error {
@@ -143,7 +143,7 @@ func (kv *KV) Update(ctx context.Context, key string, fn func(old []byte, found 
 		}
 		old, _, found := kvGet(b, key)
 		if secret && found {
-			if old, err = kv.d.sealer.open(ad, string(old)); err != nil {
+			if old, err = kv.d.sealer.Open(ad, string(old)); err != nil {
 				return fmt.Errorf("decrypt %s %q: %w", kv.namespace, key, err)
 			}
 		}
@@ -152,7 +152,7 @@ func (kv *KV) Update(ctx context.Context, key string, fn func(old []byte, found 
 			return err
 		}
 		if secret {
-			val = []byte(kv.d.sealer.seal(ad, val))
+			val = []byte(kv.d.sealer.Seal(ad, val))
 		}
 		return b.Put([]byte(key), kvRecord(mod, val))
 	})
@@ -205,7 +205,7 @@ func (kv *KV) Stat(ctx context.Context, key string) (size int64, modified time.T
 // is encrypted.
 func (kv *KV) size(key string, v []byte) int64 {
 	if kv.secret(key) && isSealed(v) {
-		return int64(kv.d.sealer.sealedLen(v))
+		return int64(kv.d.sealer.SealedLen(v))
 	}
 	return int64(len(v))
 }

@@ -2,9 +2,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -16,15 +13,15 @@ import (
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/seal"
 	bolt "go.etcd.io/bbolt"
 )
 
 // Secrets at rest.
 //
-// With a key, each secret is stored as secretPrefix followed by the standard
-// base64 of nonce (12 random bytes, fresh for every write) || AES-256-GCM
-// ciphertext || tag (16 bytes). The additional data binds a ciphertext to
-// its record, so it cannot be moved to another one:
+// With a key, each secret is sealed in package seal's format; the
+// additional data binds a ciphertext to its record, so it cannot be moved
+// to another one:
 //
 //	installation oauthSecret  "installations" "\x00" oauthId
 //	token accessToken         "tokens" "\x00" oauthId
@@ -36,11 +33,7 @@ import (
 // proves at Open that the key is the right one.
 
 // KeySize is the length of Options.Key: an AES-256 key.
-const KeySize = 32
-
-// secretPrefix starts every encrypted value ("v1": AES-256-GCM, 96-bit
-// random nonce, base64).
-const secretPrefix = "enc:v1:"
+const KeySize = seal.KeySize
 
 // keyCheckText is what the meta "secrets" record holds, encrypted.
 const keyCheckText = "hipconnect secrets v1"
@@ -51,81 +44,35 @@ var (
 	ErrKeyRequired = errors.New("secrets are encrypted: storage.key_file is required")
 	// ErrWrongKey is returned when a secret does not decrypt: the key is not
 	// the one it was encrypted with, or the data was damaged or moved.
-	ErrWrongKey = errors.New("wrong key or damaged data")
+	ErrWrongKey = seal.ErrWrongKey
 )
 
-// sealer encrypts and decrypts secrets. It is safe for concurrent use.
-type sealer struct {
-	aead cipher.AEAD
-}
+// sealer seals the store's secrets (see package seal for the format).
+type sealer struct{ *seal.Sealer }
 
 func newSealer(key []byte) (*sealer, error) {
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("key is %d bytes, want %d (AES-256)", len(key), KeySize)
-	}
-	block, err := aes.NewCipher(key)
+	s, err := seal.New(key)
 	if err != nil {
 		return nil, err
 	}
-	// Seal draws a fresh 12-byte random nonce and prepends it; Open takes
-	// it from there.
-	aead, err := cipher.NewGCMWithRandomNonce(block)
-	if err != nil {
-		return nil, err
-	}
-	return &sealer{aead: aead}, nil
+	return &sealer{s}, nil
 }
 
 // aad is the additional data of the secret in record id of a bucket.
-func aad(bucketName, id string) []byte {
-	return []byte(bucketName + "\x00" + id)
-}
+func aad(bucketName, id string) []byte { return seal.AD(bucketName, id) }
 
-// seal encrypts plain for the record named by ad.
-func (s *sealer) seal(ad, plain []byte) string {
-	return secretPrefix + base64.StdEncoding.EncodeToString(s.aead.Seal(nil, nil, plain, ad))
-}
-
-// open decrypts a value seal made for the record named by ad. Every failure
-// is ErrWrongKey; nothing of the value ends up in the error.
-func (s *sealer) open(ad []byte, v string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(v, secretPrefix)
-	if !ok {
-		return nil, ErrWrongKey
-	}
-	ct, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, ErrWrongKey
-	}
-	plain, err := s.aead.Open(nil, nil, ct, ad)
-	if err != nil {
-		return nil, ErrWrongKey
-	}
-	return plain, nil
-}
-
-// sealedLen is the plaintext length of a sealed value, without decrypting.
-func (s *sealer) sealedLen(v []byte) int {
-	b64 := v[len(secretPrefix):]
-	n := len(b64) / 4 * 3
-	for i := len(b64) - 1; i >= 0 && b64[i] == '='; i-- {
-		n--
-	}
-	return max(n-s.aead.Overhead(), 0)
-}
-
-func isSealed(v []byte) bool { return bytes.HasPrefix(v, []byte(secretPrefix)) }
+func isSealed(v []byte) bool { return seal.IsSealed(string(v)) }
 
 // sealInstallation returns inst with its OAuthSecret encrypted.
 func (s *sealer) sealInstallation(inst addon.Installation) addon.Installation {
-	inst.OAuthSecret = s.seal(aad(bucketInstallations, inst.OAuthID), []byte(inst.OAuthSecret))
+	inst.OAuthSecret = s.Seal(aad(bucketInstallations, inst.OAuthID), []byte(inst.OAuthSecret))
 	return inst
 }
 
 // openInstallation decrypts the OAuthSecret of the installation stored at
 // key oauthID.
 func (s *sealer) openInstallation(oauthID string, inst *addon.Installation) error {
-	plain, err := s.open(aad(bucketInstallations, oauthID), inst.OAuthSecret)
+	plain, err := s.Open(aad(bucketInstallations, oauthID), inst.OAuthSecret)
 	if err != nil {
 		return fmt.Errorf("store: decrypt secret of installation %q: %w", oauthID, err)
 	}
@@ -134,12 +81,12 @@ func (s *sealer) openInstallation(oauthID string, inst *addon.Installation) erro
 }
 
 func (s *sealer) sealToken(oauthID string, t addon.Token) addon.Token {
-	t.AccessToken = s.seal(aad(bucketTokens, oauthID), []byte(t.AccessToken))
+	t.AccessToken = s.Seal(aad(bucketTokens, oauthID), []byte(t.AccessToken))
 	return t
 }
 
 func (s *sealer) openToken(oauthID string, t *addon.Token) error {
-	plain, err := s.open(aad(bucketTokens, oauthID), t.AccessToken)
+	plain, err := s.Open(aad(bucketTokens, oauthID), t.AccessToken)
 	if err != nil {
 		return fmt.Errorf("store: decrypt token of installation %q: %w", oauthID, err)
 	}
@@ -172,7 +119,7 @@ func settleSecrets(tx *bolt.Tx, s *sealer) (string, error) {
 	case s == nil:
 		return "", ErrKeyRequired
 	case check != nil:
-		plain, err := s.open(aad(bucketMeta, keySecrets), string(check))
+		plain, err := s.Open(aad(bucketMeta, keySecrets), string(check))
 		if err != nil || string(plain) != keyCheckText {
 			return "", ErrWrongKey
 		}
@@ -188,7 +135,7 @@ func settleSecrets(tx *bolt.Tx, s *sealer) (string, error) {
 		if isSealed([]byte(inst.OAuthSecret)) {
 			return nil, nil
 		}
-		inst.OAuthSecret = s.seal(aad(bucketInstallations, string(k)), []byte(inst.OAuthSecret))
+		inst.OAuthSecret = s.Seal(aad(bucketInstallations, string(k)), []byte(inst.OAuthSecret))
 		insts++
 		return json.Marshal(inst)
 	})
@@ -221,13 +168,13 @@ func settleSecrets(tx *bolt.Tx, s *sealer) (string, error) {
 				return nil, nil
 			}
 			keys++
-			return kvRecord(mod, []byte(s.seal(aad(kvName, string(k)), val))), nil
+			return kvRecord(mod, []byte(s.Seal(aad(kvName, string(k)), val))), nil
 		})
 		if err != nil {
 			return "", err
 		}
 	}
-	if err := meta.Put([]byte(keySecrets), []byte(s.seal(aad(bucketMeta, keySecrets), []byte(keyCheckText)))); err != nil {
+	if err := meta.Put([]byte(keySecrets), []byte(s.Seal(aad(bucketMeta, keySecrets), []byte(keyCheckText)))); err != nil {
 		return "", err
 	}
 	if insts+toks+keys == 0 {

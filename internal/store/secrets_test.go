@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/seal"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -158,7 +159,7 @@ func TestSecretsEncryptedAtRest(t *testing.T) {
 	for _, p := range []string{path, bk} {
 		assertFileLacks(t, p, knownSecret, knownToken, knownPrivKey, "KNOWNPRIVATEKEYMATERIAL")
 		assertFileHas(t, p, "PUBLICCERTIFICATEMATERIAL") // only secrets are encrypted
-		assertFileHas(t, p, secretPrefix)
+		assertFileHas(t, p, seal.Prefix)
 	}
 	for _, f := range forms(knownSecret) {
 		if bytes.Contains(buf.Bytes(), []byte(f)) {
@@ -223,7 +224,7 @@ func TestSecretsDecryptErrors(t *testing.T) {
 		storedTok = bytes.Clone(bucket(tx, bucketTokens).Get([]byte("a")))
 		return nil
 	})
-	sealedSecret := storedInst[bytes.Index(storedInst, []byte(secretPrefix)):]
+	sealedSecret := storedInst[bytes.Index(storedInst, []byte(seal.Prefix)):]
 	sealedSecret = sealedSecret[:bytes.IndexByte(sealedSecret, '"')]
 	put := func(bkt, key string, v []byte) {
 		t.Helper()
@@ -237,7 +238,7 @@ func TestSecretsDecryptErrors(t *testing.T) {
 			t.Errorf("err = %v, want %q", err, want)
 			return
 		}
-		for _, leak := range []string{knownSecret, knownToken, string(sealedSecret), string(sealedSecret[len(secretPrefix):])} {
+		for _, leak := range []string{knownSecret, knownToken, string(sealedSecret), string(sealedSecret[len(seal.Prefix):])} {
 			if strings.Contains(err.Error(), leak) {
 				t.Errorf("error leaks %.20q", leak)
 			}
@@ -258,7 +259,7 @@ func TestSecretsDecryptErrors(t *testing.T) {
 	})
 	t.Run("damaged ciphertext", func(t *testing.T) {
 		damaged := bytes.Clone(storedInst)
-		i := bytes.Index(damaged, []byte(secretPrefix)) + len(secretPrefix) + 10
+		i := bytes.Index(damaged, []byte(seal.Prefix)) + len(seal.Prefix) + 10
 		damaged[i] ^= 'A' ^ 'B' // stays base64 often enough; either way it fails
 		put(bucketInstallations, "a", damaged)
 		_, err := d.Installation(ctx, "a")
@@ -550,10 +551,10 @@ func BenchmarkDecryptSecret(b *testing.B) {
 		b.Fatal(err)
 	}
 	ad := aad(bucketInstallations, "install-001")
-	v := s.seal(ad, []byte(knownSecret))
+	v := s.Seal(ad, []byte(knownSecret))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := s.open(ad, v); err != nil {
+		if _, err := s.Open(ad, v); err != nil {
 			b.Fatal(err)
 		}
 	}
