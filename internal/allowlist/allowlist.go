@@ -69,7 +69,8 @@ func (l *List) Entries() []string {
 }
 
 // AllowIP reports whether ip is allowed by an IP or CIDR entry. An
-// IPv4-mapped IPv6 address is compared as IPv4; an address with a zone is
+// IPv4-mapped IPv6 address is compared as IPv4, so an IPv6 CIDR that spans
+// ::ffff:0:0/96 (such as ::/80) does not allow it; an address with a zone is
 // never allowed.
 func (l *List) AllowIP(ip netip.Addr) bool {
 	if l == nil || !ip.IsValid() || ip.Zone() != "" {

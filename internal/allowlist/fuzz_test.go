@@ -15,7 +15,7 @@ import (
 //   - each entry allows what it names: an exact name itself (in any case,
 //     with a trailing dot), a wildcard a name below its suffix but never the
 //     suffix itself (unless another entry allows it), an IP itself, a CIDR
-//     its first and last address;
+//     its first and last address (but an IPv6 CIDR no IPv4-mapped one);
 //   - a host allowed is allowed again after canonicalization (lower case
 //     and trailing dot for names, the canonical address, bracketed or not,
 //     for IPs), and AllowHost of an IP literal is AllowIP of it;
@@ -99,6 +99,14 @@ func checkEntryAllows(t *testing.T, l, one *List, e string) {
 			last, _ = netip.AddrFromSlice(s)
 		}
 		for _, ip := range []netip.Addr{first, last} {
+			if ip.Is4In6() {
+				// An IPv4-mapped address is IPv4: an IPv6 CIDR around
+				// ::ffff:0:0/96 ("::/80") never allows it.
+				if one.AllowIP(ip) {
+					t.Fatalf("IPv6 CIDR %q allows the IPv4 address %s", e, ip)
+				}
+				continue
+			}
 			if !one.AllowIP(ip) || !one.AllowHost(ip.String()) {
 				t.Fatalf("CIDR %q does not allow %s", e, ip)
 			}
