@@ -89,12 +89,28 @@ func admin(ctx context.Context, cfg *config.Config) (httpapi.AdminClient, bool) 
 	return c, c.Do(ctx, http.MethodGet, "/installations", &list, nil) == nil
 }
 
-// openStore opens the store of a stopped daemon. It never creates one.
-func openStore(cfg *config.Config) (*store.DB, error) {
-	if _, err := os.Stat(cfg.Storage.Path); err != nil {
-		return nil, fmt.Errorf("no store at %s (storage.path): %w", cfg.Storage.Path, err)
+// openStore opens the store of a stopped daemon (or the shared database
+// of storage.backend postgres). It never creates one.
+func openStore(cfg *config.Config) (daemon.Store, error) {
+	if cfg.Storage.Backend == config.BackendBolt {
+		if _, err := os.Stat(cfg.Storage.Path); err != nil {
+			return nil, fmt.Errorf("no store at %s (storage.path): %w", cfg.Storage.Path, err)
+		}
 	}
-	return daemon.OpenStore(cfg, false, nil)
+	return daemon.OpenStore(context.Background(), cfg, false, nil)
+}
+
+// openBolt opens the bbolt store of a stopped daemon, for what only a file
+// has: backups and the consistency check.
+func openBolt(cfg *config.Config) (*store.DB, error) {
+	if cfg.Storage.Backend != config.BackendBolt {
+		return nil, daemon.ErrNoHotBackup
+	}
+	db, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return db.(*store.DB), nil
 }
 
 // chownLikeDir gives path the owner of its directory, so that a file root
@@ -229,9 +245,12 @@ func (e env) backup(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: backup --config FILE OUTFILE", errUsage)
 	}
 	out := pos[0]
+	if cfg.Storage.Backend != config.BackendBolt {
+		return daemon.ErrNoHotBackup
+	}
 	c, ok := admin(ctx, cfg)
 	if !ok {
-		db, err := openStore(cfg)
+		db, err := openBolt(cfg)
 		if err != nil {
 			return err
 		}
@@ -277,7 +296,7 @@ func (e env) backup(ctx context.Context, args []string) error {
 func verifyBackup(cfg *config.Config, path string) error {
 	c := *cfg
 	c.Storage.KeyFile, c.Storage.Path = daemon.KeyFile(cfg), path
-	db, err := daemon.OpenStore(&c, false, nil)
+	db, err := openBolt(&c)
 	if err != nil {
 		return err
 	}
@@ -291,6 +310,9 @@ func (e env) restore(args []string) error {
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: restore --config FILE BACKUPFILE", errUsage)
+	}
+	if cfg.Storage.Backend != config.BackendBolt {
+		return fmt.Errorf("restore: storage.backend is %q: restore the database with pg_restore (docs/operations.md)", cfg.Storage.Backend)
 	}
 	if err := store.Restore(pos[0], cfg.Storage.Path); err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/config"
 	"github.com/hipconnect/hipconnect/internal/daemon"
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
+	"github.com/hipconnect/hipconnect/internal/store"
 )
 
 // Crash test load: senders post commands concurrently, and a hot backup
@@ -81,10 +82,11 @@ func checkStore(t *testing.T, d *proc) []addon.Job {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := daemon.OpenStore(cfg, false, nil)
+	opened, err := daemon.OpenStore(context.Background(), cfg, false, nil)
 	if err != nil {
 		t.Fatalf("open the store: %v", err)
 	}
+	db := opened.(*store.DB)
 	defer func() {
 		if err := db.Close(); err != nil {
 			t.Errorf("close the store: %v", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
+	"github.com/hipconnect/hipconnect/internal/pgstore/pgtest"
 )
 
 // binary is the hipconnect built once for the end-to-end tests.
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build hipconnect: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Run(m) // stops the PostgreSQL of the cluster tests
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -79,8 +80,9 @@ type proc struct {
 	base    string // public URL
 	ops     string // ops listener address
 	cmd     *exec.Cmd
-	log     *syncBuffer // every process's stderr, appended
-	env     []string    // added to the process's environment (PATH only otherwise)
+	log     *syncBuffer  // every process's stderr, appended
+	env     []string     // added to the process's environment (PATH only otherwise)
+	client  *http.Client // for do; nil: plain HTTP, redirects not followed
 	exited  chan struct{}
 }
 
@@ -100,12 +102,20 @@ func newDaemon(t *testing.T, yaml string, env ...string) *proc {
 // SIGTERM when the test ends.
 func startDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *proc {
 	t.Helper()
+	d := prepareDaemon(t, dir, yaml, base, ops, env...)
+	d.start()
+	return d
+}
+
+// prepareDaemon is startDaemon without the start: the caller starts it
+// (startReady), and it is stopped when the test ends.
+func prepareDaemon(t *testing.T, dir, yaml, base, ops string, env ...string) *proc {
+	t.Helper()
 	cfg := filepath.Join(dir, "hipconnect.yaml")
 	if err := os.WriteFile(cfg, []byte(strings.ReplaceAll(yaml, "{{dir}}", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d := &proc{t: t, cfgPath: cfg, base: base, ops: ops, log: &syncBuffer{}, env: env}
-	d.start()
 	t.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
 		if t.Failed() {
@@ -131,11 +141,19 @@ func logTail(log string, n int) string {
 
 func (d *proc) start() {
 	d.t.Helper()
+	if err := d.startReady(); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// startReady starts the process and waits until its /readyz answers 200;
+// unlike start it may run in any goroutine.
+func (d *proc) startReady() error {
 	d.cmd = exec.Command(binary, "serve", "--config", d.cfgPath)
 	d.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, d.env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
-		d.t.Fatal(err)
+		return err
 	}
 	d.exited = make(chan struct{})
 	go func() { _ = d.cmd.Wait(); close(d.exited) }()
@@ -145,22 +163,25 @@ func (d *proc) start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-d.exited:
-			d.t.Fatalf("hipconnect exited before ready:\n%s", d.log.String())
+			return fmt.Errorf("hipconnect exited before ready:\n%s", d.log.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("hipconnect not ready in time:\n%s", d.log.String())
+			return fmt.Errorf("hipconnect not ready in time:\n%s", d.log.String())
 		}
 	}
 }
 
 // stop sends sig and waits for the process to end.
 func (d *proc) stop(sig syscall.Signal) {
+	if d.cmd == nil || d.exited == nil {
+		return // never started
+	}
 	select {
 	case <-d.exited:
 		return
@@ -187,7 +208,10 @@ func (d *proc) do(method, path, jwt string, body []byte) (int, string) {
 	if jwt != "" {
 		req.Header.Set("Authorization", "JWT "+jwt)
 	}
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	client := d.client
+	if client == nil {
+		client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		d.t.Fatalf("%s %s: %v", method, path, err)

@@ -32,6 +32,7 @@ commands:
   notify NAME TEXT [--format text|html] [--color C] --config FILE   post to an integration's room
   backup --config FILE OUTFILE            hot backup of the store (daemon may run)
   restore --config FILE BACKUPFILE        replace the store by a backup (daemon stopped)
+  store copy --from-config OLD --to-config NEW [--force]   copy a stopped store into another (bbolt to PostgreSQL)
   tls export-ca --config FILE             print the self-signed mode's CA certificate
   version                                 print the version
 
@@ -105,6 +106,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return e.restore(rest)
 	case "tls":
 		return e.tls(ctx, rest)
+	case "store":
+		return e.store(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "hipconnect", version)
 		return nil

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -65,6 +66,7 @@ func Default() Config {
 		},
 		TLS: TLS{Mode: tlsmgr.ModeOff},
 		Storage: Storage{
+			Backend:     BackendBolt,
 			Path:        "hipconnect.db",
 			KeyFile:     "",
 			OpenTimeout: 5 * time.Second,
@@ -555,5 +557,15 @@ func (c Config) Redacted() Config {
 		r.TLS.ACME.EABHMAC = Redaction
 	}
 	r.Outbound.Proxy = redactURL(r.Outbound.Proxy)
+	r.Storage.Postgres.DSN = redactDSN(r.Storage.Postgres.DSN)
 	return r
+}
+
+// dsnPassword matches a password in a DSN: password=... in the keyword
+// form (quoted or not) or in a URL's query.
+var dsnPassword = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)`)
+
+// redactDSN hides the passwords of a PostgreSQL DSN, URL or keyword form.
+func redactDSN(dsn string) string {
+	return dsnPassword.ReplaceAllString(redactURL(dsn), "${1}"+Redaction)
 }

@@ -257,6 +257,34 @@ integrations:
 	}
 }
 
+func TestLoadPostgres(t *testing.T) {
+	got, err := Load(writeFile(t, `
+storage:
+  backend: postgres
+  postgres:
+    dsn: "postgres://hipconnect@db.intranet.example/hipconnect?sslmode=verify-full&sslrootcert=/etc/hipconnect/db-ca.pem"
+    password_file: /etc/hipconnect/db-password
+integrations:
+  - name: ops
+    room_url_file: /etc/hipconnect/ops.url
+    commands: [echo]
+`), []string{"HIPCONNECT_STORAGE__POSTGRES__MAX_CONNS=20"})
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	want := Postgres{DSN: "postgres://hipconnect@db.intranet.example/hipconnect?sslmode=verify-full&sslrootcert=/etc/hipconnect/db-ca.pem",
+		PasswordFile: "/etc/hipconnect/db-password", MaxConns: 20}
+	if got.Storage.Backend != BackendPostgres || got.Storage.Postgres != want {
+		t.Errorf("storage = %+v, want backend postgres with %+v", got.Storage, want)
+	}
+	if r := got.Integrations[0].Reply; r != command.ReplyAPI {
+		t.Errorf("integration reply on postgres defaults to %q, want api", r)
+	}
+	if d := Default(); d.Storage.Backend != BackendBolt || d.Storage.Postgres != (Postgres{}) {
+		t.Errorf("default storage %+v, want bbolt and no postgres keys", d.Storage)
+	}
+}
+
 func TestLoadNulls(t *testing.T) {
 	// An empty section or key keeps the defaults.
 	got, err := Load(writeFile(t, `
@@ -519,6 +547,24 @@ func TestLoadRefused(t *testing.T) {
 		{name: "log format", environ: []string{"HIPCONNECT_LOG__FORMAT=xml"},
 			want: []string{`config: log.format: must be one of text, json, got "xml"`}},
 
+		// storage backends
+		{name: "backend unknown", environ: []string{"HIPCONNECT_STORAGE__BACKEND=mysql"},
+			want: []string{`config: storage.backend: must be one of bbolt, postgres, got "mysql"`}},
+		{name: "postgres without dsn", environ: []string{"HIPCONNECT_STORAGE__BACKEND=postgres"},
+			want: []string{`config: storage.postgres.dsn: must be set when storage.backend is "postgres"`}},
+		{name: "postgres keys with bbolt", environ: []string{"HIPCONNECT_STORAGE__POSTGRES__DSN=host=db"},
+			want: []string{`config: storage.postgres: is for storage.backend "postgres" only (storage.backend is "bbolt")`}},
+		{name: "postgres password file relative and pool too big",
+			file: "storage:\n  backend: postgres\n  postgres:\n    dsn: host=db\n    password_file: pw\n    max_conns: 5000\n",
+			want: []string{`storage.postgres.password_file: must be an absolute path, got "pw"`, `storage.postgres.max_conns: must be 0 (pgx's default) to 1000, got 5000`}},
+		{name: "postgres key misspelt", file: "storage:\n  backend: postgres\n  postgres:\n    dns: host=db\n",
+			want: []string{`unknown key "storage.postgres.dns"`}},
+		{name: "reply in the response on postgres",
+			file: "storage:\n  backend: postgres\n  postgres:\n    dsn: host=db\ncommands:\n  - name: echo\n    kind: echo\n    reply: response\n" +
+				"integrations:\n  - name: ops\n    room_url_file: /etc/hipconnect/ops.url\n    commands: [echo]\n    reply: response\n",
+			want: []string{`config: commands[0].reply: "response" is not possible with storage.backend "postgres"`,
+				`config: integrations[0].reply: "response" is not possible with storage.backend "postgres"`}},
+
 		// several at once
 		{name: "all problems reported",
 			environ: []string{"HIPCONNECT_LOG__LEVEL=x", "HIPCONNECT_LOG__FORMAT=y", "HIPCONNECT_STORAGE__PATH="},
@@ -620,6 +666,19 @@ func TestRedacted(t *testing.T) {
 	r.Commands[0].Name = "changed"
 	if c.HipChat.AllowedHosts[0] != "a.example" || c.Commands[0].Name != "hascode" {
 		t.Errorf("the copy shares memory with the original")
+	}
+
+	for dsn, want := range map[string]string{
+		"postgres://hc:hunter2@db.example/hc?sslmode=verify-full":   "postgres://hc:REDACTED@db.example/hc?sslmode=verify-full",
+		"postgres://db.example/hc?password=hunter2&sslmode=require": "postgres://db.example/hc?password=REDACTED&sslmode=require",
+		"host=db user=hc password='hun ter\\'2' dbname=hc":          "host=db user=hc password=REDACTED dbname=hc",
+		"host=db password = hunter2 dbname=hc":                      "host=db password = REDACTED dbname=hc",
+		"host=db dbname=hc":                                         "host=db dbname=hc",
+	} {
+		c.Storage.Postgres.DSN = dsn
+		if got := c.Redacted().Storage.Postgres.DSN; got != want {
+			t.Errorf("dsn %q redacted to %q, want %q", dsn, got, want)
+		}
 	}
 
 	if got := Default().Redacted().TLS.ACME.EABHMAC; got != "" {

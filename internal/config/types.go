@@ -57,10 +57,26 @@ type ACME struct {
 
 // Storage is the bbolt file.
 type Storage struct {
+	Backend     string        `koanf:"backend"` // BackendBolt (one host) or BackendPostgres (several nodes)
 	Path        string        `koanf:"path"`
 	KeyFile     string        `koanf:"key_file"`     // secrets-at-rest key; "" = next to Path
-	OpenTimeout time.Duration `koanf:"open_timeout"` // wait for the file lock
+	OpenTimeout time.Duration `koanf:"open_timeout"` // wait for the file lock, or for the database at start
 	MaxPending  int           `koanf:"max_pending"`  // commands waiting per installation before webhooks get 503
+	Postgres    Postgres      `koanf:"postgres"`
+}
+
+// Storage backends.
+const (
+	BackendBolt     = "bbolt"    // the embedded file at storage.path: one host
+	BackendPostgres = "postgres" // a PostgreSQL database every node shares
+)
+
+// Postgres is the database of storage.backend postgres. With the bbolt
+// backend it must be left unset.
+type Postgres struct {
+	DSN          string `koanf:"dsn"`           // libpq URL or keyword/value form, TLS via sslmode/sslrootcert
+	PasswordFile string `koanf:"password_file"` // the password, so none sits in the DSN or the environment
+	MaxConns     int    `koanf:"max_conns"`     // pool size per node; 0 = pgx's default (max(4, CPUs))
 }
 
 // HipChat describes the HipChat Server(s) hipconnect accepts installs from.

@@ -40,7 +40,8 @@ func logFormats() []string { return []string{"text", "json"} }
 // Normalising removes trailing slashes from server.base_url, turns an
 // empty commands[].kind into "search", an empty commands[].reply into
 // "auto" and a zero reply_budget into DefaultReplyBudget, and an empty
-// integrations[].reply into "response" and token_rate into
+// integrations[].reply into "response" ("api" with storage.backend
+// postgres) and token_rate into
 // DefaultTokenRate. Validate checks syntax only: it opens
 // no file and resolves no name. Load calls it; call it again after changing
 // a Config by hand.
@@ -57,7 +58,8 @@ func (c *Config) Validate() error {
 	c.Outbound.validate(&p)
 	c.Addon.validate(&p)
 	validateCommands(c.Commands, &p)
-	validateIntegrations(c.Integrations, c.Commands, &p)
+	validateIntegrations(c.Integrations, c.Commands, c.Storage.Backend, &p)
+	c.validateCluster(&p)
 	c.Log.validate(&p)
 	return errors.Join(p...)
 }
@@ -205,6 +207,48 @@ func (s *Storage) validate(p *problems) {
 	}
 	p.positive("storage.open_timeout", int64(s.OpenTimeout))
 	p.positive("storage.max_pending", int64(s.MaxPending))
+	pg := s.Postgres
+	switch s.Backend {
+	case BackendBolt:
+		if pg != (Postgres{}) {
+			p.add("storage.postgres", "is for storage.backend %q only (storage.backend is %q)", BackendPostgres, BackendBolt)
+		}
+	case BackendPostgres:
+		if pg.DSN == "" {
+			p.add("storage.postgres.dsn", "must be set when storage.backend is %q", BackendPostgres)
+		}
+		if pg.PasswordFile != "" && !filepath.IsAbs(pg.PasswordFile) {
+			p.add("storage.postgres.password_file", "must be an absolute path, got %q", pg.PasswordFile)
+		}
+		if pg.MaxConns < 0 || pg.MaxConns > 1000 {
+			p.add("storage.postgres.max_conns", "must be 0 (pgx's default) to 1000, got %d", pg.MaxConns)
+		}
+	default:
+		p.add("storage.backend", "must be one of %s, got %q", oneOf([]string{BackendBolt, BackendPostgres}), s.Backend)
+	}
+}
+
+// validateCluster refuses what several nodes on one database cannot do:
+// a reply only in the webhook's response. The reply of an installation's
+// job is made by the node holding the installation, which need not be the
+// node holding the request, so the request could not be answered; auto
+// falls back to the API there, and an integration's reply defaults to api.
+func (c *Config) validateCluster(p *problems) {
+	if c.Storage.Backend != BackendPostgres {
+		return
+	}
+	for i, cmd := range c.Commands {
+		if cmd.Reply == command.ReplyResponse {
+			p.add(fmt.Sprintf("commands[%d].reply", i), "%q is not possible with storage.backend %q (the node holding the request may not hold the installation): use auto or api",
+				command.ReplyResponse, BackendPostgres)
+		}
+	}
+	for i, in := range c.Integrations {
+		if in.Reply == command.ReplyResponse {
+			p.add(fmt.Sprintf("integrations[%d].reply", i), "%q is not possible with storage.backend %q (the node holding the request may not hold the integration): use api",
+				command.ReplyResponse, BackendPostgres)
+		}
+	}
 }
 
 // validate checks the hipchat section: no allowed host may be empty or "*".
@@ -288,13 +332,16 @@ var integrationNameRE = regexp.MustCompile(`^[a-z0-9-]{1,40}$`)
 // an absolute room_url_file, commands that are in cmds, a reply mode of
 // response or api, and a token_rate ParseRate reads. The room URL file is
 // read by the daemon, not here.
-func validateIntegrations(list []Integration, cmds []Command, p *problems) {
+func validateIntegrations(list []Integration, cmds []Command, backend string, p *problems) {
 	names := map[string]int{}
 	for i := range list {
 		in := &list[i]
 		prefix := fmt.Sprintf("integrations[%d].", i)
 		if in.Reply == "" {
 			in.Reply = command.ReplyResponse
+			if backend == BackendPostgres {
+				in.Reply = command.ReplyAPI // see validateCluster
+			}
 		}
 		if in.TokenRate == "" {
 			in.TokenRate = DefaultTokenRate

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -28,6 +29,7 @@ import (
 	"github.com/hipconnect/hipconnect/internal/integration"
 	"github.com/hipconnect/hipconnect/internal/jwtauth"
 	"github.com/hipconnect/hipconnect/internal/metrics"
+	"github.com/hipconnect/hipconnect/internal/pgstore"
 	"github.com/hipconnect/hipconnect/internal/slash"
 	"github.com/hipconnect/hipconnect/internal/store"
 	"github.com/hipconnect/hipconnect/internal/tlsmgr"
@@ -66,7 +68,7 @@ type App struct {
 	BaseURL    *url.URL
 	Descriptor descriptor.Descriptor
 	Clients    *Clients
-	DB         *store.DB
+	DB         Store
 	Metrics    *metrics.Metrics
 	Certs      *tlsmgr.Manager
 	Tokens     *hipchat.Tokens
@@ -80,7 +82,8 @@ type App struct {
 	Ops          http.Handler // the ops listener's handler
 	Admin        http.Handler // the admin socket's handler
 
-	ready atomic.Bool // Serve: the listeners are up
+	ready   atomic.Bool // Serve: the listeners are up
+	cluster *cluster    // storage.backend postgres: this node among the others
 }
 
 // Build makes the App cfg describes. It opens (or creates) the store and
@@ -106,7 +109,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (_ *App, err erro
 	if a.Clients, err = NewClients(cfg, "hipconnect/"+o.Version, o.Now); err != nil {
 		return nil, err
 	}
-	if a.DB, err = OpenStore(cfg, true, o.Now); err != nil {
+	if a.DB, err = OpenStore(ctx, cfg, true, o.Now); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -144,13 +147,13 @@ func (a *App) Close() error {
 }
 
 func (a *App) stats(ctx context.Context) (metrics.Stats, error) {
-	s, err := a.DB.Stats(ctx)
+	s, err := storeStats(ctx, a.DB)
 	if err != nil {
 		return metrics.Stats{}, err
 	}
 	pending, err := a.Installs.PendingUninstalls(ctx)
-	return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs,
-		DeadLetters: s.DeadLetters, OldestPending: s.OldestPending, PendingUninstalls: len(pending)}, err
+	s.PendingUninstalls = len(pending)
+	return s, err
 }
 
 func (a *App) newCerts(ctx context.Context) (*tlsmgr.Manager, error) {
@@ -171,7 +174,7 @@ func (a *App) buildServices() {
 	a.Tokens = hipchat.NewTokens(hc, a.DB, Scopes, time.Minute)
 	a.Runner = command.New(a.Clients.HTTP, a.Config.Addon.Name, Commands(a.Config))
 	a.Slash = slash.New(slash.Deps{
-		Commands: a.Runner, KV: a.DB.KV("ui"), CommandNames: commandNames(a.Config),
+		Commands: a.Runner, KV: a.DB.KV(uiNamespace), CommandNames: commandNames(a.Config),
 		PushGlance: func(ctx context.Context, inst addon.Installation, roomID int64, g hipchat.Glance) error {
 			return a.Tokens.Do(ctx, inst, func(tok string) error {
 				return hc.UpdateGlance(ctx, inst, tok, roomID, []hipchat.Glance{g})
@@ -179,15 +182,29 @@ func (a *App) buildServices() {
 		},
 		GlanceKey: a.Descriptor.Capabilities.Glance[0].Key, Logger: o.Logger, Now: o.Now,
 	})
-	a.Dispatcher = delivery.New(delivery.Options{
+	do := delivery.Options{
 		Store: a.DB, Run: a.runCommand, Send: a.send, Observe: a.observe, Requests: a.requests, Pacing: a.DB,
 		TokenLimits: a.tokenLimits(),
 		Grace:       a.Config.Server.ShutdownGrace, Workers: deliveryWorkers, Logger: o.Logger, Now: o.Now,
-	})
-	// Every job the store commits is told to the dispatcher, in commit
-	// order, before the request that stored it is answered; a removal has
-	// it read the outbox again.
-	a.DB.OnAdded(a.Dispatcher.Added)
+	}
+	switch db := a.DB.(type) {
+	case *pgstore.DB:
+		// Several nodes: this one delivers the installations it holds, and
+		// hears of every node's jobs through the database (cluster.listen).
+		a.cluster = newCluster(db, a.Metrics.Registry, o.Logger, o.Now)
+		do.Owns = a.cluster.Owns
+		// A node taking an installation over loads its pacing: saved
+		// often, so that little of the dead node's last sends is missed.
+		do.PaceSave = 250 * time.Millisecond
+		a.Dispatcher = delivery.New(do)
+		a.cluster.disp = a.Dispatcher
+	case *store.DB:
+		a.Dispatcher = delivery.New(do)
+		// Every job the store commits is told to the dispatcher, in commit
+		// order, before the request that stored it is answered; a removal
+		// has it read the outbox again.
+		db.OnAdded(a.Dispatcher.Added)
+	}
 	a.Installs = &install.Service{Store: a.DB, HipChat: hc, Scopes: Scopes, AddonName: a.Descriptor.Name,
 		Removed: func(string) { a.Dispatcher.Wake() }, Logger: o.Logger, Now: o.Now}
 }
@@ -248,6 +265,10 @@ func (a *App) buildHandlers() {
 	a.Ops = httpapi.NewOps(httpapi.OpsDeps{Metrics: m.Handler(), Ping: a.DB.Ping, Pprof: a.Config.Server.Pprof,
 		Ready: func() bool { return a.ready.Load() && (tlsOff || a.Certs.Leaf() != nil) }})
 	ops := a.integrationOps()
-	a.Admin = httpapi.NewAdmin(httpapi.AdminDeps{Store: a.DB, Remove: a.Installs.Remove, Pending: a.Installs.PendingUninstalls, Backup: a.DB.Backup,
+	backup := func(io.Writer) (int64, error) { return 0, ErrNoHotBackup }
+	if db, ok := a.DB.(*store.DB); ok {
+		backup = db.Backup
+	}
+	a.Admin = httpapi.NewAdmin(httpapi.AdminDeps{Store: a.DB, Remove: a.Installs.Remove, Pending: a.Installs.PendingUninstalls, Backup: backup,
 		CAPEM: a.Certs.CAPEM, IntegrationURL: ops.URL, RotateIntegration: ops.RotateURL, Notify: ops.Notify, Logger: o.Logger})
 }

@@ -134,7 +134,7 @@ func TestBuildFailureReleasesStore(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := OpenStore(cfg, false, nil)
+	db, err := OpenStore(context.Background(), cfg, false, nil)
 	if err != nil {
 		t.Fatalf("store after Close: %v", err)
 	}

@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,7 +16,6 @@ import (
 	"github.com/hipconnect/hipconnect/internal/descriptor"
 	"github.com/hipconnect/hipconnect/internal/hipchat"
 	"github.com/hipconnect/hipconnect/internal/outbound"
-	"github.com/hipconnect/hipconnect/internal/store"
 	"github.com/hipconnect/hipconnect/internal/tlsmgr"
 )
 
@@ -119,36 +116,6 @@ func KeyFile(cfg *config.Config) string {
 		return cfg.Storage.KeyFile
 	}
 	return cfg.Storage.Path + ".key"
-}
-
-// OpenStore opens the configured store with its secrets key. The daemon
-// (create true) makes the key on first start; the CLI never does, and opens
-// a store without a key file as it is. A key file is never created for a
-// store that already holds encrypted secrets: a lost key is reported as
-// such instead of being replaced by a new one that cannot read them.
-func OpenStore(cfg *config.Config, create bool, now func() time.Time) (*store.DB, error) {
-	opts := store.Options{Timeout: cfg.Storage.OpenTimeout, Now: now, MaxPendingPerInstallation: cfg.Storage.MaxPending}
-	keyPath := KeyFile(cfg)
-	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
-		if _, err := os.Stat(cfg.Storage.Path); err == nil || !create {
-			db, err := store.Open(cfg.Storage.Path, opts)
-			if errors.Is(err, store.ErrKeyRequired) {
-				return nil, fmt.Errorf("%w: the key file %s is missing; restore it from your backup", err, keyPath)
-			}
-			if err != nil || !create {
-				return db, err
-			}
-			if err := db.Close(); err != nil {
-				return nil, err
-			}
-		}
-	}
-	key, err := store.LoadOrCreateKey(keyPath)
-	if err != nil {
-		return nil, err
-	}
-	opts.Key = key
-	return store.Open(cfg.Storage.Path, opts)
 }
 
 // AdminSocket is the path of the admin socket of the daemon using cfg.

@@ -49,7 +49,15 @@ func (a *App) Serve(ctx context.Context, start time.Time) error {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers))
-	wg.Go(func() { _ = a.Dispatcher.Run(runCtx) })
+	wg.Go(func() {
+		_ = a.Dispatcher.Run(runCtx)
+		if a.cluster != nil {
+			a.cluster.release() // nothing of ours in flight any more
+		}
+	})
+	if a.cluster != nil {
+		wg.Go(func() { a.cluster.run(runCtx) })
+	}
 	wg.Go(func() { prune(runCtx, a.DB, a.Options.Now, a.Options.Logger) })
 	wg.Go(func() { recheckUninstalls(runCtx, a.Installs, a.Options.Logger) })
 	for _, s := range servers {
@@ -113,7 +121,13 @@ func (a *App) notifyReady(ctx context.Context, wg *sync.WaitGroup, servers []ser
 		log.Warn("sd_notify READY failed", slog.Any("err", err))
 	}
 	if iv, ok := sdnotify.WatchdogInterval(getenv, os.Getpid()); ok {
-		wg.Go(func() { watchdog(ctx, iv, a.DB.Ping, getenv, log) })
+		ping := a.DB.Ping
+		if a.cluster != nil {
+			// The database is not this process: an outage of it must not
+			// have systemd restart every node (/readyz reports it).
+			ping = func(context.Context) error { return nil }
+		}
+		wg.Go(func() { watchdog(ctx, iv, ping, getenv, log) })
 	}
 	attrs := []any{slog.String("version", a.Options.Version), slog.String("base_url", a.Config.Server.BaseURL),
 		slog.String("tls", string(a.Config.TLS.Mode)), slog.Duration("startup", time.Since(start))}
@@ -210,7 +224,7 @@ func searchHosts(cfg *config.Config) []string {
 
 // prune forgets, hourly, message ids older than store.SeenRetention and
 // dead letters older than store.DeadRetention.
-func prune(ctx context.Context, db *store.DB, now func() time.Time, log *slog.Logger) {
+func prune(ctx context.Context, db Store, now func() time.Time, log *slog.Logger) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {

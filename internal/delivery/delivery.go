@@ -79,10 +79,17 @@ type Options struct {
 	// twice.
 	Pacing   addon.Pacing
 	PaceSave time.Duration // default 1s
-	Workers  int           // concurrent deliveries; default 8
-	Grace    time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Owns, when set, tells whether this dispatcher delivers the jobs of
+	// installation oauthID: several nodes sharing one store each deliver
+	// the installations they hold (nil: every installation). A job of an
+	// installation it does not own is left in the store, and one owned no
+	// more is forgotten before its next attempt; when it comes to own
+	// more, call Claimed.
+	Owns    func(oauthID string) bool
+	Workers int           // concurrent deliveries; default 8
+	Grace   time.Duration // how long Run lets in-flight deliveries finish after its context ends; default 10s
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Dispatcher delivers stored jobs. Jobs of one room (one installation and
@@ -94,9 +101,10 @@ type Dispatcher struct {
 	wake  chan struct{}
 	await awaiters // webhook requests waiting to answer with their reply
 
-	mu     sync.Mutex
-	added  []addon.Job // committed jobs the run loop has not taken yet
-	reread bool        // the outbox changed otherwise: read it again
+	mu      sync.Mutex
+	added   []addon.Job     // committed jobs the run loop has not taken yet
+	reread  bool            // the outbox changed otherwise: read it again
+	claimed map[string]bool // installations newly owned: load their pacing
 }
 
 // New returns a Dispatcher; call Run to start it.
@@ -151,6 +159,26 @@ func (d *Dispatcher) Wake() {
 }
 
 // tokenLimit is the budget of installation oauthID's token.
+// Claimed tells the dispatcher that it owns the installations oauthIDs
+// now (see Options.Owns): it loads their pacing windows, saved by the
+// node that delivered them before, and reads the store again. It never
+// blocks.
+func (d *Dispatcher) Claimed(oauthIDs ...string) {
+	d.mu.Lock()
+	if d.claimed == nil {
+		d.claimed = map[string]bool{}
+	}
+	for _, id := range oauthIDs {
+		d.claimed[id] = true
+	}
+	d.reread = true
+	d.mu.Unlock()
+	d.signal()
+}
+
+// owns reports whether the dispatcher delivers installation oauthID's jobs.
+func (d *Dispatcher) owns(oauthID string) bool { return d.o.Owns == nil || d.o.Owns(oauthID) }
+
 func (d *Dispatcher) tokenLimit(oauthID string) Limit {
 	if l, ok := d.o.TokenLimits[oauthID]; ok {
 		return l
@@ -276,7 +304,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	store := context.WithoutCancel(ctx) // outcomes are recorded even while shutting down
 	l := &loop{d: d, rooms: map[string]*room{}, removing: map[uint64]bool{}, pace: newPacer(),
 		tasks: make(chan task)}
-	l.loadPacing(store)
+	l.loadPacing(store, nil)
 	done := make(chan result)
 	var workers sync.WaitGroup
 	for range d.o.Workers {
@@ -356,8 +384,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// loadPacing restores the pacer's windows saved by the last run.
-func (l *loop) loadPacing(ctx context.Context) {
+// loadPacing restores the pacer's windows saved by the last run, of the
+// installations in only (nil: of every one).
+func (l *loop) loadPacing(ctx context.Context, only map[string]bool) {
 	o := l.d.o
 	if o.Pacing == nil {
 		return
@@ -366,6 +395,9 @@ func (l *loop) loadPacing(ctx context.Context) {
 	if err != nil {
 		o.Logger.Warn("delivery: pacing of the last run not loaded; HipChat may answer 429 for a while", slog.Any("err", err))
 		return
+	}
+	if only != nil {
+		ws = slices.DeleteFunc(ws, func(w addon.PaceWindow) bool { return !only[w.OAuthID] })
 	}
 	l.pace.restore(ws, o.RoomLimit, l.d.tokenLimit, o.Now())
 }
@@ -398,9 +430,12 @@ func (l *loop) savePacing(ctx context.Context) {
 func (l *loop) step(ctx context.Context) time.Time {
 	d := l.d
 	d.mu.Lock()
-	added, reread := d.added, d.reread
-	d.added, d.reread = nil, false
+	added, reread, claimed := d.added, d.reread, d.claimed
+	d.added, d.reread, d.claimed = nil, false, nil
 	d.mu.Unlock()
+	if claimed != nil {
+		l.loadPacing(ctx, claimed)
+	}
 	var again time.Time
 	if reread {
 		if err := l.read(ctx); err != nil {
@@ -415,7 +450,7 @@ func (l *loop) step(ctx context.Context) time.Time {
 		// A job the last read could see is queued already, or was
 		// removed: either way, not again; nor one delivered since it
 		// was told (told twice, and the removal not yet committed).
-		if j.ID > l.floor && !l.removing[j.ID] {
+		if j.ID > l.floor && !l.removing[j.ID] && d.owns(j.OAuthID) {
 			l.add(j)
 		}
 	}
@@ -437,8 +472,8 @@ func (l *loop) read(ctx context.Context) error {
 	}
 	for _, j := range jobs {
 		l.floor = max(l.floor, j.ID)
-		if l.removing[j.ID] {
-			continue // delivered; its removal is on its way
+		if l.removing[j.ID] || !l.d.owns(j.OAuthID) {
+			continue // delivered (its removal is on its way), or another node's
 		}
 		r := l.room(j)
 		r.jobs = append(r.jobs, j)
@@ -529,6 +564,11 @@ func (l *loop) schedule(now time.Time) time.Time {
 			continue
 		}
 		j := r.jobs[0]
+		if !d.owns(j.OAuthID) {
+			r.jobs = nil // another node delivers them now
+			l.makeReady(r)
+			continue
+		}
 		requests := 1
 		if d.o.Requests != nil {
 			requests = max(d.o.Requests(j), 0)

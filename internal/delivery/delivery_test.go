@@ -429,3 +429,66 @@ func TestDefaultRetryAfterThrottled(t *testing.T) {
 		}
 	}
 }
+
+// TestOwns: a dispatcher delivers only the installations it owns; one it
+// comes to own (Claimed) is delivered with the pacing saved by the node
+// that delivered it before; one it owns no more is left alone.
+func TestOwns(t *testing.T) {
+	db := openStore(t, "mine", "theirs")
+	ctx := context.Background()
+	// The node that held "theirs" spent the room's whole budget a moment ago.
+	now := time.Now()
+	if err := db.SavePacing(ctx, []addon.PaceWindow{{OAuthID: "theirs", Room: 1, Times: []time.Time{now, now}}}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		owned = map[string]bool{"mine": true}
+	)
+	owns := func(id string) bool { mu.Lock(); defer mu.Unlock(); return owned[id] }
+	enqueue(t, db, "mine", 1, "m1", "m2")
+	enqueue(t, db, "theirs", 1, "t1")
+	rec := newRecorder(3)
+	d := New(Options{Store: db, Run: echo, Send: rec.send, Owns: owns, Pacing: db,
+		RoomLimit: Limit{N: 2, Per: 1500 * time.Millisecond}})
+	if d.Await("theirs", "t9") != nil {
+		t.Fatal("Await of an installation another node delivers: want nil")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = d.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+	d.Wake()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		n := len(rec.got[1])
+		rec.mu.Unlock()
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // "theirs" would have gone by now
+	rec.mu.Lock()
+	if got := rec.got[1]; !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Fatalf("delivered %q, want only the owned installation's m1, m2", got)
+	}
+	rec.mu.Unlock()
+
+	mu.Lock()
+	owned["theirs"], owned["mine"] = true, false
+	mu.Unlock()
+	claimedAt := time.Now()
+	d.Claimed("theirs")
+	enqueue(t, db, "mine", 2, "m3") // told to nobody: not owned any more
+	waitFor(t, rec.done)
+	if waited := time.Since(claimedAt); waited < time.Second {
+		t.Errorf("t1 delivered %v after the claim: the saved pacing (room budget spent) was not loaded", waited)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if got := rec.got[1]; !slices.Equal(got, []string{"m1", "m2", "t1"}) || len(rec.got[2]) != 0 {
+		t.Fatalf("delivered %v, want m1, m2, t1 and nothing of the installation owned no more", rec.got)
+	}
+}

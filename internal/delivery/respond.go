@@ -54,8 +54,12 @@ func awaitKey(oauthID, messageID string) string { return oauthID + "\x00" + mess
 // installation oauthID with its reply; call it before the message's job is
 // stored, and then Wait or Cancel. It returns nil when another request
 // awaits the same message already (HipChat sent it twice): that one answers
-// it.
+// it, and when the dispatcher does not deliver the installation's jobs
+// (Options.Owns): the node that does makes the reply.
 func (d *Dispatcher) Await(oauthID, messageID string) *Awaiting {
+	if !d.owns(oauthID) {
+		return nil
+	}
 	a := &Awaiting{d: d, key: awaitKey(oauthID, messageID), offers: make(chan offer, 1)}
 	d.await.mu.Lock()
 	defer d.await.mu.Unlock()

@@ -91,7 +91,7 @@ func TestMigrateOnceConcurrently(t *testing.T) {
 			}
 			defer db.Close()
 			for _, w := range db.Warnings() {
-				if strings.Contains(w, "migrated the database schema from version 0 to 1") {
+				if strings.Contains(w, "migrated the database schema from version 0 to 2") {
 					migrated.Add(1)
 				}
 			}
@@ -105,10 +105,12 @@ func TestMigrateOnceConcurrently(t *testing.T) {
 	if got := migrated.Load(); got != 1 {
 		t.Errorf("%d of %d nodes migrated, want 1", got, nodes)
 	}
-	var applied int
-	query(t, dsn, "SELECT count(*) FROM "+schemaTable+" WHERE version_id = 1 AND is_applied", &applied)
-	if applied != 1 {
-		t.Errorf("migration 1 recorded %d times, want once", applied)
+	for v := 1; v <= 2; v++ {
+		var applied int
+		query(t, dsn, fmt.Sprintf("SELECT count(*) FROM %s WHERE version_id = %d AND is_applied", schemaTable, v), &applied)
+		if applied != 1 {
+			t.Errorf("migration %d recorded %d times, want once", v, applied)
+		}
 	}
 	var checks int
 	query(t, dsn, "SELECT count(*) FROM meta WHERE name = 'secrets'", &checks)
@@ -122,13 +124,13 @@ func TestMigrateOnceConcurrently(t *testing.T) {
 func TestNewerSchemaRefused(t *testing.T) {
 	dsn := pgtest.Start(t)
 	db := open(t, dsn, Options{})
-	if v, err := db.SchemaVersion(t.Context()); err != nil || v != 1 {
-		t.Fatalf("SchemaVersion = %d, %v; want 1", v, err)
+	if v, err := db.SchemaVersion(t.Context()); err != nil || v != 2 {
+		t.Fatalf("SchemaVersion = %d, %v; want 2", v, err)
 	}
 	_ = db.Close()
 	query(t, dsn, "INSERT INTO "+schemaTable+" (version_id, is_applied) VALUES (7, true)")
 	_, err := Open(t.Context(), Options{DSN: dsn})
-	want := "the database schema is version 7, newer than this hipconnect knows (1): upgrade hipconnect"
+	want := "the database schema is version 7, newer than this hipconnect knows (2): upgrade hipconnect"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Open of a newer schema: %v; want an error saying %q", err, want)
 	}

@@ -30,9 +30,10 @@ func (d *DB) DeadLetters(ctx context.Context) ([]addon.DeadLetter, error) {
 // reset to zero, LastError kept (as the history), Received unchanged, in
 // one transaction; a later duplicate delivery of its message answers with
 // the new job. It adds the job as Enqueue does (the installation's row
-// locked, OnAdded told). It returns the new job; NotFound if there is no
-// such dead letter or its installation no longer exists; Unavailable if the
-// installation's outbox is full (see Options.MaxPendingPerInstallation).
+// locked while the new ID is drawn, OnAdded and the listeners of Listen
+// told). It returns the new job; NotFound if there is no such dead letter
+// or its installation no longer exists; Unavailable if the installation's
+// outbox is full (see Options.MaxPendingPerInstallation).
 func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 	// The installation is known only once the dead letter is read: read it
 	// first, to take its turn at adding before the transaction that adds.
@@ -71,7 +72,10 @@ func (d *DB) RetryDead(ctx context.Context, id uint64) (addon.Job, error) {
 			RETURNING `+jobColumns,
 			j.OAuthID, j.RoomID, j.MessageID, messageDate(j), j.Command, j.Args, j.From, j.Received, j.Reply,
 			j.ResponseOnly, j.Attempts, j.LastError))
-		if err != nil || j.MessageID == "" {
+		if err != nil {
+			return err
+		}
+		if err := notifyAdded(ctx, tx, out); err != nil || j.MessageID == "" {
 			return err
 		}
 		_, err = tx.Exec(ctx, `

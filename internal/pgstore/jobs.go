@@ -94,10 +94,12 @@ var epoch = time.Unix(0, 0).UTC()
 // are added one at a time across all nodes: a concurrent
 // DeleteInstallation waits (the job then goes with the installation), the
 // pending bound is exact, and of one installation's jobs a greater ID
-// commits later (see OnAdded). With Options.MaxPendingPerInstallation, a
-// new job for an installation that already has that many pending jobs is
-// refused with an Unavailable error and nothing is stored; a duplicate is
-// still answered (not new, no error).
+// commits later (see OnAdded and Listen). The transaction of a new job
+// also notifies it to the listeners of every node (see Listen). With
+// Options.MaxPendingPerInstallation, a new job for an installation that
+// already has that many pending jobs is refused with an Unavailable error
+// and nothing is stored; a duplicate is still answered (not new, no
+// error).
 func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) {
 	if err := checkOAuthID(j.OAuthID); err != nil {
 		return addon.Job{}, false, err
@@ -132,9 +134,12 @@ func (d *DB) Enqueue(ctx context.Context, j addon.Job) (addon.Job, bool, error) 
 			return err
 		}
 		nj, inserted, err := insertJob(ctx, tx, j, now)
-		if err != nil || inserted {
-			out, isNew = nj, inserted
+		if err != nil {
 			return err
+		}
+		if inserted {
+			out, isNew = nj, true
+			return notifyAdded(ctx, tx, nj)
 		}
 		// The mark appeared after duplicateOf looked (it cannot under the
 		// installation's lock, but the constraint is what decides).

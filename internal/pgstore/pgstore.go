@@ -17,10 +17,27 @@
 //	kv               (namespace, key) -> value, modified; certmagic's is "certmagic"
 //	pacing           (oauth_id, room) -> send times
 //	certmagic_locks  name -> owner, expires
+//	nodes            name -> seen: the nodes' heartbeats (schema version 2)
+//	leases           oauth_id -> node, expires: who delivers an installation (version 2)
 //
 // Every row of an installation references it with ON DELETE CASCADE, so
 // that removing it removes them; its key/value entries (under
 // addon.KeyPrefix) are removed in the same transaction.
+//
+// Cluster. Several hipconnect nodes may share one database, every node
+// equal. Each runs lease rounds (Lease) every few seconds: a round records
+// its heartbeat, renews its leases and claims, up to its fair share of the
+// installations, those whose lease is missing or expired; an installation's
+// jobs are delivered by the one node holding its lease. Lease times are
+// the database's clock. A node that stops (ReleaseLeases) or dies leaves
+// its installations to the others' next rounds, at once or once its leases
+// expire. Every transaction that adds a job to the outbox notifies it on
+// the channel hipconnect_jobs (pg_notify, payload "<id> <oauth_id>"), and
+// Listen tells each node of the jobs of every node, in commit order.
+// Notifying transactions commit one at a time: PostgreSQL serializes the
+// commits of transactions that NOTIFY (a lock for the whole server, held
+// through the commit's WAL flush), which bounds the rate of new jobs
+// across all nodes by the commit latency.
 //
 // Secrets. With Options.Key, the oauth secrets, access tokens and the
 // values of certmagic keys ending in ".key" are stored encrypted
@@ -66,7 +83,8 @@ type Options struct {
 	Password string
 	// MaxConns bounds the connection pool; zero means pgxpool's default
 	// (the greater of 4 and the number of CPUs). Open and each held
-	// certmagic lock use no connection of the pool.
+	// certmagic lock use no connection of the pool; each Listen uses one
+	// connection of its own.
 	MaxConns int32
 	// Key, when set, is the 32-byte AES-256-GCM key the secrets are
 	// encrypted with. Open with a key encrypts the secrets of a database
@@ -98,6 +116,7 @@ var (
 // concurrent use.
 type DB struct {
 	pool       *pgxpool.Pool
+	connConfig *pgx.ConnConfig // the pool's, for Listen's connections
 	now        func() time.Time
 	sealer     *seal.Sealer // nil without Options.Key
 	maxPending int
@@ -106,6 +125,8 @@ type DB struct {
 	added      atomic.Pointer[func(addon.Job)] // see OnAdded
 	adding     keyedMutex                      // by OAuthID: additions to the outbox, in order
 
+	life      context.Context // ends at Close: Listen returns
+	stop      context.CancelFunc
 	closeOnce sync.Once
 }
 
@@ -167,6 +188,8 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
+	d.connConfig = cfg.ConnConfig
+	d.life, d.stop = context.WithCancel(context.Background())
 	d.certs = newCertStorage(d)
 	return d, nil
 }
@@ -176,10 +199,12 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 func (d *DB) Warnings() []string { return append([]string(nil), d.warnings...) }
 
 // Close releases the certmagic locks this DB holds and closes its
-// connections, waiting for the queries running on them. Calling it again
-// returns nil. Every other method fails after Close.
+// connections, waiting for the queries running on them, and ends every
+// Listen (without waiting for them to return). Calling it again returns
+// nil. Every other method fails after Close.
 func (d *DB) Close() error {
 	d.closeOnce.Do(func() {
+		d.stop()
 		d.certs.close()
 		d.pool.Close()
 	})
@@ -209,7 +234,7 @@ func (d *DB) Ping(ctx context.Context) error {
 // its installation's row is locked, so of one installation's jobs a
 // greater ID never commits before a smaller one. Calls for different
 // installations may come in any order and at once. Jobs other nodes add are
-// not told here (a reader sees them with Pending). fn must be quick and
+// not told here (a reader sees them with Pending, or Listen). fn must be quick and
 // must not call the store. Jobs added before OnAdded are not told.
 func (d *DB) OnAdded(fn func(addon.Job)) { d.added.Store(&fn) }
 

@@ -74,7 +74,11 @@ var (
 
 // Main runs the tests (m.Run), then stops the cluster if a test started it,
 // and exits with the tests' status. Call it from TestMain.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain with more to do after the tests: it returns
+// the status instead of exiting.
+func Run(m *testing.M) int {
 	mainRunning.Store(true)
 	code := m.Run()
 	if shared != nil {
@@ -85,7 +89,7 @@ func Main(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Start returns the DSN (a postgres:// URL, user Superuser) of a new, empty
@@ -366,4 +370,30 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Down stops the test binary's cluster (pg_ctl stop -m fast: clients are
+// disconnected) and returns up, which starts it again on the same port
+// and data. Every database of the binary goes down with it: call it only
+// from a test that runs alone (not t.Parallel, in a package whose other
+// tests using the cluster are). up is also called at t's cleanup if the
+// test did not.
+func Down(t testing.TB) (up func()) {
+	t.Helper()
+	if shared == nil {
+		t.Fatal("pgtest: Down before Start")
+	}
+	if err := run(shared.command("pg_ctl", "stop", "-D", shared.data(), "-m", "fast", "-w")); err != nil {
+		t.Fatalf("pgtest: stop the cluster: %v", err)
+	}
+	var once sync.Once
+	up = func() {
+		once.Do(func() {
+			if err := shared.start(); err != nil {
+				t.Fatalf("pgtest: start the cluster again: %v", err)
+			}
+		})
+	}
+	t.Cleanup(up)
+	return up
 }
