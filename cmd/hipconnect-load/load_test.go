@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -244,6 +245,9 @@ func TestParse(t *testing.T) {
 		{"tls with target", []string{"-target", "https://127.0.0.1:1", "-tls", "files"}},
 		{"argument", []string{"-hipconnect", "x", "extra"}},
 		{"bad reply", []string{"-hipconnect", "x", "-reply", "auto"}},
+		{"cpu-pid without target", []string{"-hipconnect", "x", "-cpu-pid", "5"}},
+		{"cpu-pid without pid", []string{"-target", "http://127.0.0.1:1", "-cpu-pid", "5"}},
+		{"cpu-pid not an id", []string{"-target", "http://127.0.0.1:1", "-pid", "1", "-cpu-pid", "x"}},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {
@@ -332,6 +336,17 @@ func TestSummarize(t *testing.T) {
 
 // TestCADirReused checks -ca-dir: the CA is made once and read back after,
 // so a running daemon's hipchat.ca_file stays valid across runs.
+func TestCPUOf(t *testing.T) {
+	for deadline := time.Now().Add(5 * time.Second); cpuOf([]int{os.Getpid()}) < 20*time.Millisecond && time.Now().Before(deadline); {
+		_ = sha256.Sum256(make([]byte, 1<<16)) // spend some CPU
+	}
+	one := cpuOf([]int{os.Getpid()})
+	two := cpuOf([]int{os.Getpid(), os.Getpid(), 1 << 30}) // a pid that cannot exist counts nothing
+	if one <= 0 || two < 2*one || two > 2*one+time.Second {
+		t.Errorf("cpuOf(self) = %v, cpuOf(self, self, none) = %v; want the second about twice the first", one, two)
+	}
+}
+
 func TestCADirReused(t *testing.T) {
 	dir := t.TempDir()
 	a1, err := loadOrCreateAuthority(dir)

@@ -55,6 +55,7 @@ type options struct {
 	hipconnect, target, ops string
 	tls                     string // tlsOff or tlsFiles
 	pid                     int
+	cpuPIDs                 []int // -cpu-pid: more processes whose CPU the phase counts
 	caDir                   string
 	hipchatAddr, searchAddr string
 	installs, rooms         int
@@ -88,6 +89,19 @@ const (
 )
 
 type multiFlag []string
+
+// pidsFlag is a repeatable flag of process ids.
+type pidsFlag []int
+
+func (p *pidsFlag) String() string { return fmt.Sprint(*p) }
+func (p *pidsFlag) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a process id", v)
+	}
+	*p = append(*p, n)
+	return nil
+}
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
@@ -149,6 +163,7 @@ func (o *options) define(fs *flag.FlagSet, rate *string) {
 	fs.StringVar(&o.tls, "tls", tlsOff, "with -hipconnect: the daemon's tls.`mode`, off (HTTP) or files (HTTPS with a certificate for 127.0.0.1 from the tool's CA; the baseline too)")
 	fs.StringVar(&o.ops, "ops", "", "with -target: its ops listener `URL`, for -profile-dir")
 	fs.IntVar(&o.pid, "pid", 0, "with -target: its process `id`, for RSS and CPU from /proc")
+	fs.Var((*pidsFlag)(&o.cpuPIDs), "cpu-pid", "with -target and -pid: another process `id` whose CPU under load is added to the target's (the other nodes of a cluster, the database's processes; repeatable)")
 	fs.StringVar(&o.caDir, "ca-dir", "", "keep the fakes' CA in `dir` (ca.pem is the target's hipchat.ca_file); default: a new CA per run")
 	fs.StringVar(&o.hipchatAddr, "hipchat-addr", "127.0.0.2:0", "the fake HipChat listens here (must be on the daemon's allowlist)")
 	fs.StringVar(&o.searchAddr, "search-addr", "127.0.0.4:0", "the fake search backend listens here (with -target: the port of its hascode search_url)")
@@ -205,6 +220,8 @@ func (o *options) checkServer() error {
 		return fmt.Errorf("%w: -tls must be %s or %s", errUsage, tlsOff, tlsFiles)
 	case o.tls == tlsFiles && o.target != "":
 		return fmt.Errorf("%w: -tls files needs -hipconnect (with -target the URL's scheme says)", errUsage)
+	case len(o.cpuPIDs) > 0 && (o.target == "" || o.pid == 0):
+		return fmt.Errorf("%w: -cpu-pid needs -target and -pid", errUsage)
 	}
 	return nil
 }
@@ -721,7 +738,7 @@ func (r *rig) loadPhase(ctx context.Context, ph *phase, srv *server) error {
 	if r.o.profileDir != "" && srv.ops != "" {
 		prof = startCPUProfile(srv.ops, r.o.profileDir, r.o.profileTime)
 	}
-	ph.Load, ph.Fake = r.measure(ctx, ph, srv.pid, r.loadSpec(srv.base))
+	ph.Load, ph.Fake = r.measure(ctx, ph, srv.pid, r.o.cpuPIDs, r.loadSpec(srv.base))
 	if prof != nil {
 		return prof.finish()
 	}
@@ -771,7 +788,7 @@ func (r *rig) runBaseline(ctx context.Context) (*phase, error) {
 	if s, ok := procStatus(b.pid()); ok {
 		ph.RSSReadyMB, ph.RSSIdleMB = mb(s.RSSKB), mb(s.RSSKB)
 	}
-	ph.Load, ph.Fake = r.measure(ctx, ph, b.pid(), r.loadSpec(base))
+	ph.Load, ph.Fake = r.measure(ctx, ph, b.pid(), nil, r.loadSpec(base))
 	if s, ok := procStatus(b.pid()); ok {
 		ph.HWMMB = mb(s.HWMKB)
 	}
@@ -786,19 +803,21 @@ func (r *rig) runBaseline(ctx context.Context) (*phase, error) {
 
 // measure runs the plan's load per spec against the server with process
 // id pid (0 if unknown) and fills in ph's CPU and RSS figures, the
-// server's only for pid known; it returns the load result and how many
-// requests of each kind the fakes saw meanwhile.
-func (r *rig) measure(ctx context.Context, ph *phase, pid int, spec loadSpec) (loadResult, map[string]int) {
+// server's only for pid known: RSS is pid's, CPU is pid's and also's
+// together; it returns the load result and how many requests of each
+// kind the fakes saw meanwhile.
+func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec loadSpec) (loadResult, map[string]int) {
 	before := fakeCounts(r.hc, r.search)
 	rec := newRecorder(r.p.n, randomHex(3), max(spec.concurrency, 1))
 	r.hc.setSink(rec)
 	defer r.hc.setSink(nil)
 
 	var samp *sampler
-	var cpu0 procSample
+	var cpu0 time.Duration
+	pids := append([]int{pid}, also...)
 	if pid > 0 {
 		samp = startSampler(pid, 20*time.Millisecond)
-		cpu0, _ = readProc(pid)
+		cpu0 = cpuOf(pids)
 	}
 	self0, _ := readProc(os.Getpid())
 	t0 := time.Now()
@@ -807,9 +826,9 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, spec loadSpec) (l
 	self1, _ := readProc(os.Getpid())
 	ph.ToolCPUCores = round3((self1.CPU - self0.CPU).Seconds() / wall.Seconds())
 	if samp != nil {
-		cpu1, _ := readProc(pid)
+		cpu := cpuOf(pids) - cpu0
 		ph.RSSLoadMB = mb(samp.stop())
-		cpu := cpu1.CPU - cpu0.CPU
+		ph.CPUProcesses = len(pids)
 		ph.CPUCores = round3(cpu.Seconds() / wall.Seconds())
 		if res.Notified > 0 {
 			ph.CPUPerCommandUS = round3(float64(cpu.Microseconds()) / float64(res.Notified))

@@ -57,6 +57,18 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// cpuOf is the CPU time of the processes pids together, from /proc; a
+// process that cannot be read (it ended) counts nothing.
+func cpuOf(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		if s, err := readProc(pid); err == nil {
+			sum += s.CPU
+		}
+	}
+	return sum
+}
+
 // readStatus reads RSSKB and HWMKB from /proc/<pid>/status only, for
 // the memory figures and the sampler's poll, which need no CPU time.
 func readStatus(pid int) (procSample, error) {
