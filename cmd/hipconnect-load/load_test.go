@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -245,7 +246,6 @@ func TestParse(t *testing.T) {
 		{"tls with target", []string{"-target", "https://127.0.0.1:1", "-tls", "files"}},
 		{"argument", []string{"-hipconnect", "x", "extra"}},
 		{"bad reply", []string{"-hipconnect", "x", "-reply", "auto"}},
-		{"cpu-pid without target", []string{"-hipconnect", "x", "-cpu-pid", "5"}},
 		{"cpu-pid without pid", []string{"-target", "http://127.0.0.1:1", "-cpu-pid", "5"}},
 		{"cpu-pid not an id", []string{"-target", "http://127.0.0.1:1", "-pid", "1", "-cpu-pid", "x"}},
 	}
@@ -341,9 +341,15 @@ func TestCPUOf(t *testing.T) {
 		_ = sha256.Sum256(make([]byte, 1<<16)) // spend some CPU
 	}
 	one := cpuOf([]int{os.Getpid()})
-	two := cpuOf([]int{os.Getpid(), os.Getpid(), 1 << 30}) // a pid that cannot exist counts nothing
-	if one <= 0 || two < 2*one || two > 2*one+time.Second {
-		t.Errorf("cpuOf(self) = %v, cpuOf(self, self, none) = %v; want the second about twice the first", one, two)
+	again := cpuOf([]int{os.Getpid(), os.Getpid(), 1 << 30}) // counted once; a pid that cannot exist counts nothing
+	if one <= 0 || again < one || again > one+time.Second {
+		t.Errorf("cpuOf(self) = %v, cpuOf(self, self, none) = %v; want about the same", one, again)
+	}
+	if parent := cpuOf([]int{os.Getppid()}); parent < again {
+		t.Errorf("cpuOf(parent) = %v, less than this process's %v: its descendants are not counted", parent, again)
+	}
+	if below := withDescendants([]int{os.Getppid()}); !slices.Contains(below, os.Getpid()) || below[0] != os.Getppid() {
+		t.Errorf("withDescendants(parent) = %v, want the parent first and this process (%d) among them", below, os.Getpid())
 	}
 }
 

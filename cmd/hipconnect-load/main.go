@@ -163,7 +163,7 @@ func (o *options) define(fs *flag.FlagSet, rate *string) {
 	fs.StringVar(&o.tls, "tls", tlsOff, "with -hipconnect: the daemon's tls.`mode`, off (HTTP) or files (HTTPS with a certificate for 127.0.0.1 from the tool's CA; the baseline too)")
 	fs.StringVar(&o.ops, "ops", "", "with -target: its ops listener `URL`, for -profile-dir")
 	fs.IntVar(&o.pid, "pid", 0, "with -target: its process `id`, for RSS and CPU from /proc")
-	fs.Var((*pidsFlag)(&o.cpuPIDs), "cpu-pid", "with -target and -pid: another process `id` whose CPU under load is added to the target's (the other nodes of a cluster, the database's processes; repeatable)")
+	fs.Var((*pidsFlag)(&o.cpuPIDs), "cpu-pid", "another process `id` whose CPU under load, with its descendants', is added to hipconnect's (another node of a cluster, PostgreSQL's postmaster; with -target it needs -pid; repeatable)")
 	fs.StringVar(&o.caDir, "ca-dir", "", "keep the fakes' CA in `dir` (ca.pem is the target's hipchat.ca_file); default: a new CA per run")
 	fs.StringVar(&o.hipchatAddr, "hipchat-addr", "127.0.0.2:0", "the fake HipChat listens here (must be on the daemon's allowlist)")
 	fs.StringVar(&o.searchAddr, "search-addr", "127.0.0.4:0", "the fake search backend listens here (with -target: the port of its hascode search_url)")
@@ -220,8 +220,8 @@ func (o *options) checkServer() error {
 		return fmt.Errorf("%w: -tls must be %s or %s", errUsage, tlsOff, tlsFiles)
 	case o.tls == tlsFiles && o.target != "":
 		return fmt.Errorf("%w: -tls files needs -hipconnect (with -target the URL's scheme says)", errUsage)
-	case len(o.cpuPIDs) > 0 && (o.target == "" || o.pid == 0):
-		return fmt.Errorf("%w: -cpu-pid needs -target and -pid", errUsage)
+	case len(o.cpuPIDs) > 0 && o.target != "" && o.pid == 0:
+		return fmt.Errorf("%w: -cpu-pid with -target needs -pid", errUsage)
 	}
 	return nil
 }
@@ -803,9 +803,10 @@ func (r *rig) runBaseline(ctx context.Context) (*phase, error) {
 
 // measure runs the plan's load per spec against the server with process
 // id pid (0 if unknown) and fills in ph's CPU and RSS figures, the
-// server's only for pid known: RSS is pid's, CPU is pid's and also's
-// together; it returns the load result and how many requests of each
-// kind the fakes saw meanwhile.
+// server's only for pid known: RSS and CPU are pid's, and the "counted"
+// CPU figures are pid's and also's (with their descendants) together; it
+// returns the load result and how many requests of each kind the fakes
+// saw meanwhile.
 func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec loadSpec) (loadResult, map[string]int) {
 	before := fakeCounts(r.hc, r.search)
 	rec := newRecorder(r.p.n, randomHex(3), max(spec.concurrency, 1))
@@ -813,11 +814,11 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 	defer r.hc.setSink(nil)
 
 	var samp *sampler
-	var cpu0 time.Duration
-	pids := append([]int{pid}, also...)
+	var own0, all0 time.Duration
+	all := append([]int{pid}, also...)
 	if pid > 0 {
 		samp = startSampler(pid, 20*time.Millisecond)
-		cpu0 = cpuOf(pids)
+		own0, all0 = cpuOf([]int{pid}), cpuOf(all)
 	}
 	self0, _ := readProc(os.Getpid())
 	t0 := time.Now()
@@ -826,12 +827,12 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 	self1, _ := readProc(os.Getpid())
 	ph.ToolCPUCores = round3((self1.CPU - self0.CPU).Seconds() / wall.Seconds())
 	if samp != nil {
-		cpu := cpuOf(pids) - cpu0
+		own, counted := cpuOf([]int{pid})-own0, cpuOf(all)-all0
 		ph.RSSLoadMB = mb(samp.stop())
-		ph.CPUProcesses = len(pids)
-		ph.CPUCores = round3(cpu.Seconds() / wall.Seconds())
-		if res.Notified > 0 {
-			ph.CPUPerCommandUS = round3(float64(cpu.Microseconds()) / float64(res.Notified))
+		ph.CPUCores, ph.CPUPerCommandUS = perCommand(own, wall, res.Notified)
+		if len(also) > 0 {
+			ph.CountedProcesses = len(withDescendants(all))
+			ph.CountedCPUCores, ph.CountedCPUPerCommandUS = perCommand(counted, wall, res.Notified)
 		}
 	}
 	after := fakeCounts(r.hc, r.search)
@@ -839,6 +840,16 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 		after[k] -= v
 	}
 	return res, after
+}
+
+// perCommand is cpu over wall in cores, and per notified command in µs (0
+// when none was).
+func perCommand(cpu, wall time.Duration, notified int) (cores, us float64) {
+	cores = round3(cpu.Seconds() / wall.Seconds())
+	if notified > 0 {
+		us = round3(float64(cpu.Microseconds()) / float64(notified))
+	}
+	return cores, us
 }
 
 // fakeCounts returns how many requests of each kind the fakes have served

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -57,16 +58,51 @@ func readProc(pid int) (procSample, error) {
 	return s, nil
 }
 
-// cpuOf is the CPU time of the processes pids together, from /proc; a
-// process that cannot be read (it ended) counts nothing.
+// cpuOf is the CPU time of the processes pids and of their descendants
+// (a database's backends are its postmaster's children) together, from
+// /proc. A process that ended counts nothing, so a descendant that came
+// and went between two calls is missed.
 func cpuOf(pids []int) time.Duration {
 	var sum time.Duration
-	for _, pid := range pids {
+	for _, pid := range withDescendants(pids) {
 		if s, err := readProc(pid); err == nil {
 			sum += s.CPU
 		}
 	}
 	return sum
+}
+
+// withDescendants returns pids (each once) and every process below them,
+// from the parent ids in /proc/<pid>/stat.
+func withDescendants(pids []int) []int {
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		i := bytes.LastIndexByte(stat, ')')
+		if err != nil || i < 0 {
+			continue
+		}
+		if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				children[ppid] = append(children[ppid], pid)
+			}
+		}
+	}
+	seen := map[int]bool{}
+	var out []int
+	for queue := slices.Clone(pids); len(queue) > 0; queue = queue[1:] {
+		if p := queue[0]; !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+			queue = append(queue, children[p]...)
+		}
+	}
+	return out
 }
 
 // readStatus reads RSSKB and HWMKB from /proc/<pid>/status only, for

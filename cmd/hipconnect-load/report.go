@@ -61,12 +61,16 @@ type phase struct {
 	HWMMB               float64        `json:"vmhwm_mb,omitempty"`     // VmHWM at the end: peak RSS since start
 	CPUCores            float64        `json:"cpu_cores,omitempty"`    // CPU time under load / wall time
 	CPUPerCommandUS     float64        `json:"cpu_us_per_command,omitempty"`
-	CPUProcesses        int            `json:"cpu_processes,omitempty"`  // processes counted in the CPU figures (-cpu-pid)
-	ToolCPUCores        float64        `json:"tool_cpu_cores,omitempty"` // the load tool and fakes, same window
-	ShutdownMS          float64        `json:"shutdown_ms,omitempty"`
-	Load                loadResult     `json:"load"`
-	Fake                map[string]int `json:"fake_hipchat"`
-	LogFile             string         `json:"log_file,omitempty"`
+	// The CPU of the target with the -cpu-pid processes and their
+	// descendants (CountedProcesses of them at the end).
+	CountedCPUCores        float64        `json:"counted_cpu_cores,omitempty"`
+	CountedCPUPerCommandUS float64        `json:"counted_cpu_us_per_command,omitempty"`
+	CountedProcesses       int            `json:"counted_processes,omitempty"`
+	ToolCPUCores           float64        `json:"tool_cpu_cores,omitempty"` // the load tool and fakes, same window
+	ShutdownMS             float64        `json:"shutdown_ms,omitempty"`
+	Load                   loadResult     `json:"load"`
+	Fake                   map[string]int `json:"fake_hipchat"`
+	LogFile                string         `json:"log_file,omitempty"`
 }
 
 // report is the whole output.
@@ -176,8 +180,12 @@ func writePhase(w io.Writer, p *phase) {
 	if p.PID > 0 {
 		fmt.Fprintf(w, "  RSS                  ready %.1f MB, idle %.1f MB, under load %.1f MB, VmHWM %.1f MB\n",
 			p.RSSReadyMB, p.RSSIdleMB, p.RSSLoadMB, p.HWMMB)
-		fmt.Fprintf(w, "  CPU under load       %.2f cores, %.0f us/command over %d process(es) (load tool and fakes: %.2f cores)\n",
-			p.CPUCores, p.CPUPerCommandUS, p.CPUProcesses, p.ToolCPUCores)
+		fmt.Fprintf(w, "  CPU under load       %.2f cores, %.0f us/command (load tool and fakes: %.2f cores)\n",
+			p.CPUCores, p.CPUPerCommandUS, p.ToolCPUCores)
+		if p.CountedProcesses > 0 {
+			fmt.Fprintf(w, "  with -cpu-pid        %.2f cores, %.0f us/command over %d processes\n",
+				p.CountedCPUCores, p.CountedCPUPerCommandUS, p.CountedProcesses)
+		}
 	}
 	if p.ShutdownMS > 0 {
 		fmt.Fprintf(w, "  shutdown (SIGTERM)   %.0f ms\n", p.ShutdownMS)

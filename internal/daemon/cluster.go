@@ -30,6 +30,11 @@ const (
 	// pollEvery is the safety net under LISTEN/NOTIFY: the outbox is read
 	// again this often whatever the notifications said.
 	pollEvery = 30 * time.Second
+	// kickGap is the least time between two rounds run for a job of an
+	// installation this node does not hold: most such jobs are other
+	// nodes' (only a new installation's are nobody's), so the kicks of
+	// one gap make one round.
+	kickGap = time.Second
 )
 
 // cluster makes the dispatcher of one node of several sharing a
@@ -99,12 +104,17 @@ func (c *cluster) run(ctx context.Context) {
 	defer poll.Stop()
 	for {
 		c.round(ctx)
+		last := c.now()
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return
 		case <-t.C:
 		case <-c.kick:
+			select {
+			case <-ctx.Done():
+			case <-time.After(kickGap - c.now().Sub(last)): // at once when the gap has passed
+			}
 		case <-poll.C:
 			c.disp.Wake()
 		}

@@ -289,10 +289,14 @@ type loop struct {
 	completing []addon.Job     // delivered, removal not yet handed to the store
 	retryAt    time.Time       // after a failed removal: when to try again
 	removing   map[uint64]bool // delivered, removal not yet committed
-	floor      uint64          // the highest job ID any read of the store saw
-	pace       *pacer
-	inflight   int
-	tasks      chan task
+	// floors holds, per installation, the highest job ID any read of the
+	// store saw. Per installation: one installation's jobs commit in ID
+	// order, but two installations' need not (PostgreSQL), so a job told
+	// after a read that saw a greater ID of another installation is new.
+	floors   map[string]uint64
+	pace     *pacer
+	inflight int
+	tasks    chan task
 }
 
 // Run delivers jobs until ctx ends, then waits up to Grace for deliveries in
@@ -302,7 +306,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	store := context.WithoutCancel(ctx) // outcomes are recorded even while shutting down
-	l := &loop{d: d, rooms: map[string]*room{}, removing: map[uint64]bool{}, pace: newPacer(),
+	l := &loop{d: d, rooms: map[string]*room{}, removing: map[uint64]bool{}, floors: map[string]uint64{}, pace: newPacer(),
 		tasks: make(chan task)}
 	l.loadPacing(store, nil)
 	done := make(chan result)
@@ -450,7 +454,7 @@ func (l *loop) step(ctx context.Context) time.Time {
 		// A job the last read could see is queued already, or was
 		// removed: either way, not again; nor one delivered since it
 		// was told (told twice, and the removal not yet committed).
-		if j.ID > l.floor && !l.removing[j.ID] && d.owns(j.OAuthID) {
+		if j.ID > l.floors[j.OAuthID] && !l.removing[j.ID] && d.owns(j.OAuthID) {
 			l.add(j)
 		}
 	}
@@ -471,7 +475,7 @@ func (l *loop) read(ctx context.Context) error {
 		r.jobs = r.jobs[:0]
 	}
 	for _, j := range jobs {
-		l.floor = max(l.floor, j.ID)
+		l.floors[j.OAuthID] = max(l.floors[j.OAuthID], j.ID)
 		if l.removing[j.ID] || !l.d.owns(j.OAuthID) {
 			continue // delivered (its removal is on its way), or another node's
 		}

@@ -492,3 +492,57 @@ func TestOwns(t *testing.T) {
 		t.Fatalf("delivered %v, want m1, m2, t1 and nothing of the installation owned no more", rec.got)
 	}
 }
+
+// hidingStore is a store whose first read of the outbox misses one job,
+// as a PostgreSQL read misses a job of one installation whose transaction
+// commits after the read, while a job of another installation with a
+// greater ID committed before it.
+type hidingStore struct {
+	*store.DB
+	hide uint64
+	once sync.Once
+}
+
+func (h *hidingStore) Pending(ctx context.Context, limit int) ([]addon.Job, error) {
+	jobs, err := h.DB.Pending(ctx, limit)
+	h.once.Do(func() {
+		jobs = slices.DeleteFunc(jobs, func(j addon.Job) bool { return j.ID == h.hide })
+	})
+	return jobs, err
+}
+
+// A job told after a read that saw a greater job ID of another
+// installation is delivered: the read did not see it.
+func TestAddedBelowAnotherInstallationsRead(t *testing.T) {
+	db := openStore(t, "a", "b")
+	enqueue(t, db, "a", 1, "late")  // ID 1: "commits" after the read
+	enqueue(t, db, "b", 2, "early") // ID 2: seen by the read
+	late, err := db.Pending(context.Background(), 0)
+	if err != nil || len(late) != 2 || late[0].Args != "late" {
+		t.Fatalf("pending = %v, %v", late, err)
+	}
+	rec := newRecorder(2)
+	d := New(Options{Store: &hidingStore{DB: db, hide: late[0].ID}, Run: echo, Send: rec.send})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rec.mu.Lock()
+		n := len(rec.got[2])
+		rec.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job the read saw was not delivered")
+		}
+	}
+	d.Added(late[0]) // its commit is told now
+	waitFor(t, rec.done)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if !slices.Equal(rec.got[1], []string{"late"}) {
+		t.Errorf("room 1 got %q, want the late job", rec.got[1])
+	}
+}
