@@ -124,7 +124,11 @@ func (c *cluster) run(ctx context.Context) {
 // round renews and claims leases and tells the dispatcher what it gained.
 func (c *cluster) round(ctx context.Context) {
 	start := c.now()
-	l, err := c.db.Lease(ctx, c.node, leaseTTL)
+	// A round that hangs (a connection lost without a reset) must not
+	// outlast the leases: past their local end this node delivers nothing.
+	roundCtx, cancel := context.WithTimeout(ctx, leaseTTL-leaseMargin-leaseEvery)
+	defer cancel()
+	l, err := c.db.Lease(roundCtx, c.node, leaseTTL)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.rounds.WithLabelValues("error").Inc()
@@ -139,7 +143,10 @@ func (c *cluster) round(ctx context.Context) {
 	}
 	c.mu.Lock()
 	var gained []string
-	lapsed := !start.Before(c.until) // what we held had run out: all of it is new
+	// What we held ran out before now (rounds failed or this one was
+	// slow): jobs told meanwhile were dropped as another node's, so all of
+	// it is new, to be read again.
+	lapsed := !c.now().Before(c.until)
 	for id := range held {
 		if lapsed || !c.held[id] {
 			gained = append(gained, id)
@@ -162,14 +169,9 @@ func (c *cluster) round(ctx context.Context) {
 // while not listening is found there.
 func (c *cluster) listen(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := c.db.Listen(ctx, c.disp.Wake, func(j addon.Job) {
-			if c.Owns(j.OAuthID) {
+		err := c.db.Listen(ctx, c.disp.Wake, c.wants, func(j addon.Job) {
+			if c.wants(j.OAuthID) {
 				c.disp.Added(j)
-				return
-			}
-			select {
-			case c.kick <- struct{}{}:
-			default:
 			}
 		})
 		if ctx.Err() != nil {
@@ -181,6 +183,20 @@ func (c *cluster) listen(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// wants reports whether this node delivers installation oauthID's jobs,
+// and when not, has a lease round run: the installation may be new, held
+// by nobody yet.
+func (c *cluster) wants(oauthID string) bool {
+	if c.Owns(oauthID) {
+		return true
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	return false
 }
 
 // release gives the leases up at a clean stop, once nothing is in flight,

@@ -49,14 +49,20 @@ func (a *App) Serve(ctx context.Context, start time.Time) error {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers))
-	wg.Go(func() {
-		_ = a.Dispatcher.Run(runCtx)
-		if a.cluster != nil {
+	if a.cluster == nil {
+		wg.Go(func() { _ = a.Dispatcher.Run(runCtx) })
+	} else {
+		// The leases are renewed until the dispatcher has finished what it
+		// had in flight (up to the shutdown grace), then given up.
+		leaseCtx, stopLeases := context.WithCancel(context.WithoutCancel(runCtx))
+		leasing := make(chan struct{})
+		go func() { a.cluster.run(leaseCtx); close(leasing) }()
+		wg.Go(func() {
+			_ = a.Dispatcher.Run(runCtx)
+			stopLeases()
+			<-leasing
 			a.cluster.release() // nothing of ours in flight any more
-		}
-	})
-	if a.cluster != nil {
-		wg.Go(func() { a.cluster.run(runCtx) })
+		})
 	}
 	wg.Go(func() { prune(runCtx, a.DB, a.Options.Now, a.Options.Logger) })
 	wg.Go(func() { recheckUninstalls(runCtx, a.Installs, a.Options.Logger) })

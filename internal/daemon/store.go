@@ -48,10 +48,15 @@ const uiNamespace = "ui"
 // With storage.backend postgres, ctx and storage.open_timeout bound the
 // connection and migration; every node must have the same key file.
 func OpenStore(ctx context.Context, cfg *config.Config, create bool, now func() time.Time) (Store, error) {
+	var (
+		db  Store
+		err error
+	)
 	if cfg.Storage.Backend == config.BackendPostgres {
-		return openPostgres(ctx, cfg, create, now)
+		db, err = openPostgres(ctx, cfg, create, now)
+	} else {
+		db, err = openBolt(cfg, create, now)
 	}
-	db, err := openBolt(cfg, create, now)
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

@@ -389,7 +389,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 // loadPacing restores the pacer's windows saved by the last run, of the
-// installations in only (nil: of every one).
+// installations in only (nil: of every one) that the dispatcher owns: the
+// others' are another node's to keep.
 func (l *loop) loadPacing(ctx context.Context, only map[string]bool) {
 	o := l.d.o
 	if o.Pacing == nil {
@@ -400,16 +401,18 @@ func (l *loop) loadPacing(ctx context.Context, only map[string]bool) {
 		o.Logger.Warn("delivery: pacing of the last run not loaded; HipChat may answer 429 for a while", slog.Any("err", err))
 		return
 	}
-	if only != nil {
-		ws = slices.DeleteFunc(ws, func(w addon.PaceWindow) bool { return !only[w.OAuthID] })
-	}
+	ws = slices.DeleteFunc(ws, func(w addon.PaceWindow) bool {
+		return (only != nil && !only[w.OAuthID]) || !l.d.owns(w.OAuthID)
+	})
 	l.pace.restore(ws, o.RoomLimit, l.d.tokenLimit, o.Now())
 }
 
 // savePacing saves the windows changed since the last save; after a
-// failure they are saved at the next.
+// failure they are saved at the next. Windows of installations the
+// dispatcher no longer owns are dropped, not saved: the node that owns
+// them now keeps them.
 func (l *loop) savePacing(ctx context.Context) {
-	ws := l.pace.dirty()
+	ws := slices.DeleteFunc(l.pace.dirty(), func(w addon.PaceWindow) bool { return !l.d.owns(w.OAuthID) })
 	if l.d.o.Pacing == nil {
 		return
 	}

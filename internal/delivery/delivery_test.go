@@ -546,3 +546,32 @@ func TestAddedBelowAnotherInstallationsRead(t *testing.T) {
 		t.Errorf("room 1 got %q, want the late job", rec.got[1])
 	}
 }
+
+// Another node's saved pacing windows are neither loaded nor saved, not
+// even deleted as stale: they are that node's to keep.
+func TestOthersPacingLeftAlone(t *testing.T) {
+	db := openStore(t, "mine", "theirs")
+	ctx := context.Background()
+	old := time.Now().Add(-10 * time.Second) // stale under a 1 s window
+	if err := db.SavePacing(ctx, []addon.PaceWindow{{OAuthID: "theirs", Room: 1, Times: []time.Time{old}}}); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, db, "mine", 1, "m1")
+	rec := newRecorder(1)
+	stop := start(t, Options{Store: db, Run: echo, Send: rec.send, Pacing: db, PaceSave: 10 * time.Millisecond,
+		Owns: func(id string) bool { return id == "mine" }, RoomLimit: Limit{N: 30, Per: time.Second}})
+	waitFor(t, rec.done)
+	time.Sleep(100 * time.Millisecond) // several saves
+	stop()
+	ws, err := db.LoadPacing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, w := range ws {
+		found = found || (w.OAuthID == "theirs" && len(w.Times) == 1 && w.Times[0].Equal(old))
+	}
+	if !found {
+		t.Errorf("saved windows %+v: the other node's window was touched", ws)
+	}
+}

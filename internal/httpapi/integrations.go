@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -13,7 +14,7 @@ import (
 // Integrations finds a "Build your own" integration by the name and secret
 // in its webhook path; an *integration.Service has it.
 type Integrations interface {
-	Lookup(name, secret string) (integration.Integration, bool)
+	Lookup(ctx context.Context, name, secret string) (integration.Integration, error)
 }
 
 // byoWebhook is the slash command of a "Build your own" integration: the
@@ -25,12 +26,16 @@ type Integrations interface {
 // the integration's reply mode says.
 func (s *server) byoWebhook(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	in, ok := s.Integrations.Lookup(name, r.PathValue("secret"))
+	in, err := s.Integrations.Lookup(r.Context(), name, r.PathValue("secret"))
 	r = redactedRequest(r)
-	if !ok {
+	if addon.IsNotFound(err) {
 		s.Logger.Warn("integration webhook refused: unknown integration or wrong secret", slog.String("integration", addon.Clip(name, 40)),
 			slog.String("remote", r.RemoteAddr))
 		s.refuse(w, r, addon.Errorf(addon.NotFound, "not found"))
+		return
+	}
+	if err != nil {
+		s.refuse(w, r, err)
 		return
 	}
 	body, err := readBody(r)

@@ -172,9 +172,8 @@ type Service struct {
 	store Store
 	now   func() time.Time
 
-	mu      sync.RWMutex
-	byName  map[string]Integration
-	secrets map[string]string // name -> webhook path secret
+	mu     sync.RWMutex
+	byName map[string]Integration
 }
 
 // New returns a Service for list; call Sync before use.
@@ -182,7 +181,7 @@ func New(store Store, list []Integration, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{store: store, now: now, byName: map[string]Integration{}, secrets: map[string]string{}}
+	s := &Service{store: store, now: now, byName: map[string]Integration{}}
 	for _, in := range list {
 		s.byName[in.Name] = in
 	}
@@ -238,36 +237,34 @@ func (s *Service) Sync(ctx context.Context) error {
 				return fmt.Errorf("integration: store %s: %w", name, err)
 			}
 		}
-		s.secrets[name] = inst.OAuthSecret
 	}
 	return nil
 }
 
 // Lookup returns the integration whose name and webhook secret the path of
-// a request carried; false for an unknown name or a wrong secret (compared
-// in constant time).
-func (s *Service) Lookup(name, secret string) (Integration, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	in, ok := s.byName[name]
-	want, has := s.secrets[name]
-	if !ok || !has || subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
-		return Integration{}, false
+// a request carried, compared in constant time with the secret in the
+// store (read each time: on PostgreSQL another node may have rotated it,
+// or made it at the first start). An unknown name or a wrong secret is a
+// NotFound error; a store failure is returned as it is.
+func (s *Service) Lookup(ctx context.Context, name, secret string) (Integration, error) {
+	in, ok := s.Get(name)
+	if !ok {
+		return Integration{}, addon.Errorf(addon.NotFound, "no integration %q", addon.Clip(name, 40))
 	}
-	return in, true
+	want, err := Secret(ctx, s.store, name)
+	if err != nil {
+		return Integration{}, err
+	}
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
+		return Integration{}, addon.Errorf(addon.NotFound, "wrong secret for integration %q", name)
+	}
+	return in, nil
 }
 
 // Rotate gives integration name a new webhook secret: the old path stops
-// working at once. It returns the new secret.
+// working at once, on every node. It returns the new secret.
 func (s *Service) Rotate(ctx context.Context, name string) (string, error) {
-	secret, err := RotateIn(ctx, s.store, name, s.now)
-	if err != nil {
-		return "", err
-	}
-	s.mu.Lock()
-	s.secrets[name] = secret
-	s.mu.Unlock()
-	return secret, nil
+	return RotateIn(ctx, s.store, name, s.now)
 }
 
 // Secret returns integration name's webhook secret from store, or NotFound
@@ -284,8 +281,8 @@ func Secret(ctx context.Context, store addon.Installations, name string) (string
 }
 
 // RotateIn stores a new webhook secret for integration name in store and
-// returns it (for the CLI on a stopped daemon's file; a running daemon's
-// Service.Rotate also updates what Lookup compares with).
+// returns it (for the CLI on a stopped daemon's file; a running daemon
+// has Service.Rotate).
 func RotateIn(ctx context.Context, store addon.Installations, name string, now func() time.Time) (string, error) {
 	inst, err := store.Installation(ctx, OAuthID(name))
 	if addon.IsNotFound(err) {

@@ -108,15 +108,15 @@ func TestSyncLookupRotate(t *testing.T) {
 	if jobs, _ := db.Pending(ctx, 0); len(jobs) != 0 {
 		t.Errorf("%d jobs of the removed integration left", len(jobs))
 	}
-	if in, ok := s.Lookup("ops", first); !ok || in.Name != "ops" {
-		t.Errorf("Lookup with the secret = %v", ok)
+	if in, err := s.Lookup(ctx, "ops", first); err != nil || in.Name != "ops" {
+		t.Errorf("Lookup with the secret = %v", err)
 	}
 	for _, bad := range []string{"", first[:len(first)-1], first + "x", strings.ToUpper(first)} {
-		if _, ok := s.Lookup("ops", bad); ok && bad != first {
+		if _, err := s.Lookup(ctx, "ops", bad); !addon.IsNotFound(err) {
 			t.Errorf("Lookup with %q succeeded", bad)
 		}
 	}
-	if _, ok := s.Lookup("old", first); ok {
+	if _, err := s.Lookup(ctx, "old", first); !addon.IsNotFound(err) {
 		t.Error("Lookup of an integration not configured succeeded")
 	}
 
@@ -124,14 +124,22 @@ func TestSyncLookupRotate(t *testing.T) {
 	if err != nil || next == first {
 		t.Fatalf("Rotate = %q, %v", next, err)
 	}
-	if _, ok := s.Lookup("ops", first); ok {
+	if _, err := s.Lookup(ctx, "ops", first); !addon.IsNotFound(err) {
 		t.Error("the old secret still works after Rotate")
 	}
-	if _, ok := s.Lookup("ops", next); !ok {
+	if _, err := s.Lookup(ctx, "ops", next); err != nil {
 		t.Error("the new secret does not work")
 	}
 	if stored, _ := Secret(ctx, db, "ops"); stored != next {
 		t.Error("the new secret is not stored")
+	}
+	// Another node on the same store (PostgreSQL) takes the rotation at once.
+	other := New(db, []Integration{ops}, nil)
+	if _, err := other.Lookup(ctx, "ops", next); err != nil {
+		t.Errorf("another node refuses the rotated secret: %v", err)
+	}
+	if _, err := other.Lookup(ctx, "ops", first); !addon.IsNotFound(err) {
+		t.Errorf("another node still accepts the old secret: %v", err)
 	}
 
 	// notify goes through the outbox with the integration's queue room.

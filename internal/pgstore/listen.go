@@ -26,7 +26,7 @@ const listenBatch = 1000
 // that adds it to the outbox: the notification is delivered when, and if,
 // that transaction commits. The payload is j's ID in decimal, a space and
 // its OAuthID (the rest of the payload, spaces and all), or the ID alone
-// if the OAuthID is longer than 1024 bytes; Listen reads only the ID.
+// if the OAuthID is longer than 1024 bytes.
 func notifyAdded(ctx context.Context, tx pgx.Tx, j addon.Job) error {
 	payload := strconv.FormatUint(j.ID, 10)
 	if len(j.OAuthID) <= maxNotifiedOAuthID {
@@ -36,11 +36,12 @@ func notifyAdded(ctx context.Context, tx pgx.Tx, j addon.Job) error {
 	return err
 }
 
-// notifiedID is the job ID of a payload of notifyAdded.
-func notifiedID(payload string) (uint64, bool) {
-	id, _, _ := strings.Cut(payload, " ")
-	n, err := strconv.ParseUint(id, 10, 64)
-	return n, err == nil
+// notified is the job ID and OAuthID ("" if the payload has none) of a
+// payload of notifyAdded.
+func notified(payload string) (id uint64, oauthID string, ok bool) {
+	idText, oauthID, _ := strings.Cut(payload, " ")
+	n, err := strconv.ParseUint(idText, 10, 64)
+	return n, oauthID, err == nil
 }
 
 // Listen listens for the jobs committed by any node (this one included)
@@ -51,7 +52,9 @@ func notifiedID(payload string) (uint64, bool) {
 // committed before are not told, so the caller reads the outbox after
 // ready. Then, for each notification, in order, it reads the job and calls
 // added with it; a job already gone (delivered, buried, its installation
-// removed) is skipped. The calls are made one at a time, in commit order:
+// removed) is skipped, and so is a job of an installation that want (if
+// not nil) says is not wanted: it is not read. want and added are called
+// on Listen's goroutine. The calls are made one at a time, in commit order:
 // of one installation, in ID order (see OnAdded). Notifications that
 // arrive together are read with one statement, up to 1000 at a time.
 // added must not block for long: notifications wait while it runs.
@@ -59,7 +62,7 @@ func notifiedID(payload string) (uint64, bool) {
 // PostgreSQL keeps notifications not yet read in a queue of limited size
 // (max_notify_queue_size, 8 GB by default); a listener that stops reading
 // holds back the queue for every notifying transaction.
-func (d *DB) Listen(ctx context.Context, ready func(), added func(addon.Job)) error {
+func (d *DB) Listen(ctx context.Context, ready func(), want func(oauthID string) bool, added func(addon.Job)) error {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -80,7 +83,8 @@ func (d *DB) Listen(ctx context.Context, ready func(), added func(addon.Job)) er
 		if n.Channel != jobsChannel {
 			return
 		}
-		if id, ok := notifiedID(n.Payload); ok {
+		id, oauthID, ok := notified(n.Payload)
+		if ok && (want == nil || oauthID == "" || want(oauthID)) {
 			queue = append(queue, id)
 		}
 	}

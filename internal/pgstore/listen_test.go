@@ -20,6 +20,7 @@ type listener struct {
 	jobs  []addon.Job
 	more  chan struct{} // a job was told
 	block func(addon.Job)
+	want  func(oauthID string) bool // Listen's want
 	stop  context.CancelFunc
 	done  chan error // Listen's result
 }
@@ -28,11 +29,17 @@ type listener struct {
 // not nil, is called with each job before it is collected.
 func listen(t *testing.T, db *DB, block func(addon.Job)) *listener {
 	t.Helper()
+	return listenWant(t, db, block, nil)
+}
+
+// listenWant is listen with Listen's want.
+func listenWant(t *testing.T, db *DB, block func(addon.Job), want func(string) bool) *listener {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	l := &listener{more: make(chan struct{}, 1), block: block, stop: cancel, done: make(chan error, 1)}
+	l := &listener{more: make(chan struct{}, 1), block: block, want: want, stop: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
-		l.done <- db.Listen(ctx, func() { close(ready) }, func(j addon.Job) {
+		l.done <- db.Listen(ctx, func() { close(ready) }, l.want, func(j addon.Job) {
 			if l.block != nil {
 				l.block(j)
 			}
@@ -213,6 +220,26 @@ func TestListenSkipsGone(t *testing.T) {
 
 // TestListenEnds: Listen returns an error when its connection is cut and
 // when the DB is closed.
+// TestListenWant: the jobs of installations want refuses are not told.
+func TestListenWant(t *testing.T) {
+	dsn := pgtest.Start(t)
+	ctx := t.Context()
+	db := open(t, dsn, Options{})
+	putInst(t, db, "mine")
+	putInst(t, db, "theirs")
+	l := listenWant(t, db, nil, func(id string) bool { return id == "mine" })
+	for i, id := range []string{"theirs", "mine", "theirs", "mine"} { // told in commit order
+		if _, _, err := db.Enqueue(ctx, addon.Job{OAuthID: id, MessageID: fmt.Sprint(i), Command: "echo"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, j := range l.wait(t, 2) {
+		if j.OAuthID != "mine" {
+			t.Errorf("told %+v, of an installation want refused", j)
+		}
+	}
+}
+
 func TestListenEnds(t *testing.T) {
 	dsn := pgtest.Start(t)
 	db := open(t, dsn, Options{})

@@ -59,6 +59,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,7 +169,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	cfg, err := pgxpool.ParseConfig(o.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: open: DSN: %w", err)
+		return nil, dsnError(err)
 	}
 	if o.Password != "" {
 		cfg.ConnConfig.Password = o.Password
@@ -243,6 +244,24 @@ func (d *DB) tellAdded(j addon.Job) {
 	if fn := d.added.Load(); fn != nil {
 		(*fn)(j)
 	}
+}
+
+// dsnError is the error of a DSN pgx cannot use, without the DSN: pgx's
+// message quotes it with a best-effort redaction that misses some
+// spellings of a password (password = 'x'), and a URL's parse error
+// quotes the URL whole. Not wrapped, for the same reason.
+func dsnError(err error) error {
+	var pce *pgconn.ParseConfigError
+	if !errors.As(err, &pce) {
+		return fmt.Errorf("pgstore: open: storage.postgres.dsn: %w", err)
+	}
+	var ue *url.Error
+	if errors.As(pce, &ue) {
+		return fmt.Errorf("pgstore: open: storage.postgres.dsn is not a valid URL: %v", ue.Err)
+	}
+	c := *pce
+	c.ConnString = "storage.postgres.dsn"
+	return fmt.Errorf("pgstore: open: %s", c.Error())
 }
 
 // inTx runs fn in a transaction (read committed) and commits it unless fn

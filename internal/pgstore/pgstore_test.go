@@ -363,3 +363,25 @@ func TestOpenOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestDSNErrorHidesPassword: a DSN pgx cannot use is refused without its
+// password, whichever way the password is written.
+func TestDSNErrorHidesPassword(t *testing.T) {
+	for _, dsn := range []string{
+		"host=127.0.0.1 password = 's3cr3t' sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+		"host=127.0.0.1 password='s3\\'cr3t' sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+		"postgres://u:s3cr3t@127.0.0.1:notaport/x",
+		"postgres://u:s3cr3t@127.0.0.1/x?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+	} {
+		_, err := Open(t.Context(), Options{DSN: dsn})
+		if err == nil {
+			t.Errorf("Open(%q) = nil, want a refusal", dsn)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "cr3t") || !strings.Contains(msg, "storage.postgres.dsn") {
+			t.Errorf("Open(%q) = %q: want the key named and no password", dsn, msg)
+		} else {
+			t.Logf("%s", msg)
+		}
+	}
+}
