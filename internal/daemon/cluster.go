@@ -30,11 +30,10 @@ const (
 	// pollEvery is the safety net under LISTEN/NOTIFY: the outbox is read
 	// again this often whatever the notifications said.
 	pollEvery = 30 * time.Second
-	// kickGap is the least time between two rounds run for a job of an
-	// installation this node does not hold: most such jobs are other
-	// nodes' (only a new installation's are nobody's), so the kicks of
-	// one gap make one round.
-	kickGap = time.Second
+	// kickGap is the least time between two rounds run for jobs of
+	// installations no node held at the last round (new ones): the kicks
+	// of a burst of installs make one round.
+	kickGap = 100 * time.Millisecond
 )
 
 // cluster makes the dispatcher of one node of several sharing a
@@ -49,10 +48,11 @@ type cluster struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu    sync.Mutex
-	held  map[string]bool // the leases of the last successful round
-	until time.Time       // when they are to be taken as lost, on our clock
-	kick  chan struct{}   // run a lease round now
+	mu        sync.Mutex
+	held      map[string]bool // the leases of the last successful round
+	elsewhere map[string]bool // other nodes' leases at that round
+	until     time.Time       // when they are to be taken as lost, on our clock
+	kick      chan struct{}   // run a lease round now
 
 	leases prometheus.Gauge
 	rounds *prometheus.CounterVec
@@ -153,6 +153,10 @@ func (c *cluster) round(ctx context.Context) {
 		}
 	}
 	c.held, c.until = held, start.Add(leaseTTL-leaseMargin)
+	c.elsewhere = make(map[string]bool, len(l.Elsewhere))
+	for _, id := range l.Elsewhere {
+		c.elsewhere[id] = true
+	}
 	c.mu.Unlock()
 	c.leases.Set(float64(len(held)))
 	if len(gained) > 0 {
@@ -186,15 +190,20 @@ func (c *cluster) listen(ctx context.Context) {
 }
 
 // wants reports whether this node delivers installation oauthID's jobs,
-// and when not, has a lease round run: the installation may be new, held
-// by nobody yet.
+// and when no node held it at the last round, has a lease round run: the
+// installation may be new, held by nobody yet.
 func (c *cluster) wants(oauthID string) bool {
 	if c.Owns(oauthID) {
 		return true
 	}
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	c.mu.Lock()
+	theirs := c.elsewhere[oauthID]
+	c.mu.Unlock()
+	if !theirs {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
 	}
 	return false
 }

@@ -13,6 +13,10 @@ import (
 type Leases struct {
 	Held  []string // OAuthIDs of the installations this node holds, sorted
 	Nodes int      // live nodes (heartbeat younger than the ttl), this one included
+	// Elsewhere are the OAuthIDs of the installations other nodes hold
+	// unexpired leases on, sorted: their jobs are not this node's to
+	// deliver, and no round of this node could claim them now.
+	Elsewhere []string
 }
 
 // staleHeartbeats is how many ttls old a heartbeat is deleted at.
@@ -93,7 +97,9 @@ func (d *DB) Lease(ctx context.Context, node string, ttl time.Duration) (Leases,
 		}
 		slices.Sort(held)
 		out.Held = held
-		return nil
+		out.Elsewhere, err = oauthIDs(tx.Query(ctx, `SELECT oauth_id FROM leases
+			WHERE node <> $1 AND expires > now() ORDER BY oauth_id`, node))
+		return err
 	})
 	if err != nil {
 		return Leases{}, err

@@ -77,6 +77,13 @@ func TestLeaseFairShare(t *testing.T) {
 	if again := check(2); !slices.EqualFunc(first, again, slices.Equal) {
 		t.Errorf("second round moved leases: %v, then %v", first, again)
 	}
+	for n, db := range dbs { // each node knows what the others hold
+		l := lease(t, db, names[n], ttl)
+		want := slices.DeleteFunc(slices.Clone(all), func(id string) bool { return slices.Contains(l.Held, id) })
+		if !slices.Equal(l.Elsewhere, want) {
+			t.Errorf("%s: Elsewhere = %v, want the others' %v", names[n], l.Elsewhere, want)
+		}
+	}
 
 	// A fourth node: its share is 2, but every lease is live.
 	d := open(t, dsn, Options{})
