@@ -90,6 +90,9 @@ const (
 
 type multiFlag []string
 
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
 // pidsFlag is a repeatable flag of process ids.
 type pidsFlag []int
 
@@ -102,9 +105,6 @@ func (p *pidsFlag) Set(v string) error {
 	*p = append(*p, n)
 	return nil
 }
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // signalContext ends on SIGINT or SIGTERM.
 func signalContext() (context.Context, context.CancelFunc) {
@@ -814,11 +814,15 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 	defer r.hc.setSink(nil)
 
 	var samp *sampler
-	var own0, all0 time.Duration
+	var own0 procSample
+	var all0 time.Duration
 	all := append([]int{pid}, also...)
 	if pid > 0 {
 		samp = startSampler(pid, 20*time.Millisecond)
-		own0, all0 = cpuOf([]int{pid}), cpuOf(all)
+		own0, _ = readProc(pid)
+		if len(also) > 0 {
+			all0 = cpuOf(all)
+		}
 	}
 	self0, _ := readProc(os.Getpid())
 	t0 := time.Now()
@@ -827,12 +831,12 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 	self1, _ := readProc(os.Getpid())
 	ph.ToolCPUCores = round3((self1.CPU - self0.CPU).Seconds() / wall.Seconds())
 	if samp != nil {
-		own, counted := cpuOf([]int{pid})-own0, cpuOf(all)-all0
+		own1, _ := readProc(pid)
 		ph.RSSLoadMB = mb(samp.stop())
-		ph.CPUCores, ph.CPUPerCommandUS = perCommand(own, wall, res.Notified)
+		ph.CPUCores, ph.CPUPerCommandUS = perCommand(own1.CPU-own0.CPU, wall, res.Notified)
 		if len(also) > 0 {
 			ph.CountedProcesses = len(withDescendants(all))
-			ph.CountedCPUCores, ph.CountedCPUPerCommandUS = perCommand(counted, wall, res.Notified)
+			ph.CountedCPUCores, ph.CountedCPUPerCommandUS = perCommand(cpuOf(all)-all0, wall, res.Notified)
 		}
 	}
 	after := fakeCounts(r.hc, r.search)

@@ -35,63 +35,66 @@ func readProc(pid int) (procSample, error) {
 	if err != nil {
 		return s, err
 	}
+	_, s.CPU, err = readStat(pid)
+	return s, err
+}
+
+// readStat reads the parent's id and the CPU time (utime + stime) of
+// process pid from /proc/<pid>/stat.
+func readStat(pid int) (ppid int, cpu time.Duration, err error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return s, err
+		return 0, 0, err
 	}
 	// The command name (field 2) may hold spaces: fields are counted from
-	// the last ')'. rest[0] is field 3 (state); utime and stime are 14, 15.
+	// the last ')'. rest[0] is field 3 (state), rest[1] field 4 (ppid);
+	// utime and stime are fields 14 and 15.
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
-		return s, fmt.Errorf("/proc/%d/stat: malformed", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
 	}
 	rest := strings.Fields(string(stat[i+1:]))
 	if len(rest) < 13 {
-		return s, fmt.Errorf("/proc/%d/stat: malformed", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
 	}
+	ppid, err0 := strconv.Atoi(rest[1])
 	ut, err1 := strconv.ParseInt(rest[11], 10, 64)
 	st, err2 := strconv.ParseInt(rest[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return s, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	if err := errors.Join(err0, err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
-	s.CPU = time.Duration(ut+st) * time.Second / clockTicks
-	return s, nil
+	return ppid, time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// cpuOf is the CPU time of the processes pids and of their descendants
-// (a database's backends are its postmaster's children) together, from
-// /proc. A process that ended counts nothing, so a descendant that came
-// and went between two calls is missed.
-func cpuOf(pids []int) time.Duration {
-	var sum time.Duration
-	for _, pid := range withDescendants(pids) {
-		if s, err := readProc(pid); err == nil {
-			sum += s.CPU
-		}
-	}
-	return sum
+// procTree is every process's parent and CPU time, read from /proc at
+// one moment; a process that ended meanwhile is missing.
+type procTree map[int]procEntry
+
+type procEntry struct {
+	ppid int
+	cpu  time.Duration
 }
 
-// withDescendants returns pids (each once) and every process below them,
-// from the parent ids in /proc/<pid>/stat.
-func withDescendants(pids []int) []int {
-	children := map[int][]int{}
+func readProcTree() procTree {
+	t := procTree{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		i := bytes.LastIndexByte(stat, ')')
-		if err != nil || i < 0 {
-			continue
+		if ppid, cpu, err := readStat(pid); err == nil {
+			t[pid] = procEntry{ppid, cpu}
 		}
-		if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
-			if ppid, err := strconv.Atoi(f[1]); err == nil {
-				children[ppid] = append(children[ppid], pid)
-			}
-		}
+	}
+	return t
+}
+
+// below returns pids (each once) and every process below them.
+func (t procTree) below(pids []int) []int {
+	children := map[int][]int{}
+	for pid, p := range t {
+		children[p.ppid] = append(children[p.ppid], pid)
 	}
 	seen := map[int]bool{}
 	var out []int
@@ -104,6 +107,22 @@ func withDescendants(pids []int) []int {
 	}
 	return out
 }
+
+// cpuOf is the CPU time of the processes pids and of their descendants
+// (a database's backends are its postmaster's children) together, from
+// one read of /proc. A process that ended counts nothing, so a
+// descendant that came and went between two calls is missed.
+func cpuOf(pids []int) time.Duration {
+	t := readProcTree()
+	var sum time.Duration
+	for _, pid := range t.below(pids) {
+		sum += t[pid].cpu
+	}
+	return sum
+}
+
+// withDescendants returns pids (each once) and every process below them.
+func withDescendants(pids []int) []int { return readProcTree().below(pids) }
 
 // readStatus reads RSSKB and HWMKB from /proc/<pid>/status only, for
 // the memory figures and the sampler's poll, which need no CPU time.

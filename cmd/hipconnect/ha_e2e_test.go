@@ -42,6 +42,18 @@ func haproxyBin(t *testing.T) string {
 	return ""
 }
 
+// haproxyDefaults are the balancer's defaults in the tests: HTTP, short
+// connect timeout, a request whose connection failed retried on another
+// node.
+const haproxyDefaults = `defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  retries 3
+  option redispatch
+`
+
 // balancer starts haproxy in front of nodes (public address, ops address),
 // as an operator would run it: round robin, health checks on /readyz of
 // the ops listener, a request whose connection failed sent to another
@@ -49,14 +61,7 @@ func haproxyBin(t *testing.T) string {
 func balancer(t *testing.T, listen string, nodes [][2]string) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, `defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  retries 3
-  option redispatch
-frontend hipconnect
+	fmt.Fprintf(&b, haproxyDefaults+`frontend hipconnect
   bind %s
   default_backend nodes
 backend nodes
@@ -157,6 +162,29 @@ commands:
     reply: api
 `
 
+// nodeDirs makes the directories of n nodes of one cluster, each holding
+// the same secrets key (hipconnect.db.key, next to storage.path), as an
+// operator copies it to every node.
+func nodeDirs(t *testing.T, n int) []string {
+	t.Helper()
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if _, err := store.LoadOrCreateKey(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+		if err := os.WriteFile(filepath.Join(dirs[i], "hipconnect.db.key"), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dirs
+}
+
 // cluster starts n hipconnect nodes on one new PostgreSQL database, with
 // one key file, behind haproxy; it returns the nodes, the balancer (as a
 // proc to send requests through) and the database's DSN.
@@ -165,23 +193,9 @@ func cluster(t *testing.T, hc *hipchattest.Server, n int) ([]*proc, *proc, strin
 	haproxyBin(t) // skip before starting anything
 	dsn := pgtest.Start(t)
 	lbListen := freePort(t, "127.0.0.1")
-	dirs := make([]string, n)
-	var key []byte
-	for i := range dirs {
-		dirs[i] = t.TempDir()
-		if err := os.WriteFile(filepath.Join(dirs[i], "hipchat-ca.pem"), hc.CAPEM(), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		keyFile := filepath.Join(dirs[i], "hipconnect.db.key")
-		if i == 0 {
-			if _, err := store.LoadOrCreateKey(keyFile); err != nil {
-				t.Fatal(err)
-			}
-			var err error
-			if key, err = os.ReadFile(keyFile); err != nil {
-				t.Fatal(err)
-			}
-		} else if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+	dirs := nodeDirs(t, n)
+	for _, dir := range dirs {
+		if err := os.WriteFile(filepath.Join(dir, "hipchat-ca.pem"), hc.CAPEM(), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -471,44 +485,16 @@ func TestClusterACMEOneOrder(t *testing.T) {
 	base := "https://localhost:" + portOf(t, lbTLS)
 
 	const n = 3
-	var key []byte
 	nodes := make([]*proc, n)
 	var tlsServers, httpServers strings.Builder
-	for i := range nodes {
-		dir := t.TempDir()
-		keyFile := filepath.Join(dir, "hipconnect.db.key")
-		if i == 0 {
-			if key, err = store.LoadOrCreateKey(keyFile); err != nil {
-				t.Fatal(err)
-			}
-			if key, err = os.ReadFile(keyFile); err != nil {
-				t.Fatal(err)
-			}
-		} else if err := os.WriteFile(keyFile, key, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	for i, dir := range nodeDirs(t, n) {
 		listen, redirect, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 		fmt.Fprintf(&tlsServers, "  server node%d %s\n", i, listen)
 		fmt.Fprintf(&httpServers, "  server node%d %s\n", i, redirect)
-		yaml := fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
-  listen: %q
-  redirect_listen: %q
-  ops_listen: %s`, base, listen, redirect, ops), fmt.Sprintf(`  mode: acme
-  acme:
-    directory: %s
-    ca_root: %s
-    email: ops@example.com`, pebble.Directory(), pebble.DirectoryRootFile()))
-		yaml = strings.Replace(yaml, "storage:\n", "storage:\n  backend: postgres\n  postgres:\n    dsn: \""+dsn+"\"\n", 1)
+		yaml := strings.Replace(acmeConfig(base, listen, redirect, ops, pebble), "storage:\n", "storage:\n  backend: postgres\n  postgres:\n    dsn: \""+dsn+"\"\n", 1)
 		nodes[i] = prepareDaemon(t, dir, yaml, base, ops)
 	}
-	haproxy(t, fmt.Sprintf(`defaults
-  mode tcp
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  retries 3
-  option redispatch
-frontend tls
+	haproxy(t, fmt.Sprintf(strings.Replace(haproxyDefaults, "mode http", "mode tcp", 1)+`frontend tls
   bind %s
   default_backend tls
 frontend http

@@ -183,6 +183,19 @@ commands:
     kind: echo
 `
 
+// acmeConfig is a daemon of tlsConfig ordering its certificate from the
+// pebble ca: its public listener, its HTTP-01 listener and its ops one.
+func acmeConfig(base, listen, redirect, ops string, ca *pebbletest.CA) string {
+	return fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
+  listen: %q
+  redirect_listen: %q
+  ops_listen: %s`, base, listen, redirect, ops), fmt.Sprintf(`  mode: acme
+  acme:
+    directory: %s
+    ca_root: %s
+    email: ops@example.com`, ca.Directory(), ca.DirectoryRootFile()))
+}
+
 // TestACMEWithPebble runs hipconnect in acme mode against pebble as the
 // internal CA: it gets its certificate through a real ACME exchange
 // (challenges answered on its own listeners), serves it, and after a
@@ -201,14 +214,7 @@ func TestACMEWithPebble(t *testing.T) {
 
 	dir := t.TempDir()
 	base := "https://localhost:" + portOf(t, listen)
-	yaml := fmt.Sprintf(tlsConfig, fmt.Sprintf(`  base_url: %s
-  listen: %q
-  redirect_listen: %q
-  ops_listen: %s`, base, listen, redirect, ops), fmt.Sprintf(`  mode: acme
-  acme:
-    directory: %s
-    ca_root: %s
-    email: ops@example.com`, pebble.Directory(), pebble.DirectoryRootFile()))
+	yaml := acmeConfig(base, listen, redirect, ops, pebble)
 	d := startDaemon(t, dir, yaml, base, ops) // ready means it has its certificate
 
 	// HipChat's side: it trusts the internal CA's root and nothing else.

@@ -209,6 +209,29 @@ type KV interface {
 // installation oauthID (see Remover).
 func KeyPrefix(oauthID string) string { return "installation/" + url.PathEscape(oauthID) + "/" }
 
+// CertMagicNamespace is the key/value namespace every store keeps
+// certmagic's storage in (its CertStorage); the daemon's own namespaces are
+// other ones.
+const CertMagicNamespace = "certmagic"
+
+// StoreStats are counts of what a store holds, each backend's in one
+// snapshot, for the metrics and the operator.
+type StoreStats struct {
+	Installations int
+	Tokens        int
+	// PendingJobs counts the outbox, DeadLetters the jobs buried for good:
+	// the counts per state of a job.
+	PendingJobs int
+	DeadLetters int
+	// SeenMessages counts the remembered message ids (see Outbox).
+	SeenMessages int
+	// OldestPending is the Received time of the lowest-ID pending job, zero
+	// if none is pending.
+	OldestPending time.Time
+	// SecretsEncrypted reports whether secrets are stored encrypted.
+	SecretsEncrypted bool
+}
+
 // Store is everything a storage backend keeps.
 type Store interface {
 	Installations

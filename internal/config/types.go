@@ -55,7 +55,8 @@ type ACME struct {
 	EABHMAC   string `koanf:"eab_hmac"`
 }
 
-// Storage is the bbolt file.
+// Storage is where hipconnect keeps its state: the bbolt file, or a
+// PostgreSQL database several nodes share.
 type Storage struct {
 	Backend     string        `koanf:"backend"` // BackendBolt (one host) or BackendPostgres (several nodes)
 	Path        string        `koanf:"path"`

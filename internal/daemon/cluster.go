@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -72,13 +71,13 @@ func nodeName() string {
 }
 
 func newCluster(db *pgstore.DB, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) *cluster {
-	c := &cluster{db: db, node: nodeName(), log: log, now: now, kick: make(chan struct{}, 1),
+	node := nodeName()
+	c := &cluster{db: db, node: node, log: log.With(slog.String("node", node)), now: now, kick: make(chan struct{}, 1),
 		leases: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hipconnect_cluster_leases_held",
 			Help: "Installations whose jobs this node delivers (storage.backend postgres)."}),
 		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hipconnect_cluster_lease_rounds_total",
 			Help: "Lease rounds with the database, by result (ok, error)."}, []string{"result"}),
 	}
-	c.log = log.With(slog.String("node", c.node))
 	reg.MustRegister(c.leases, c.rounds, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hipconnect_cluster_node_info",
 		Help: "This node's name among the nodes sharing the database.", ConstLabels: prometheus.Labels{"node": c.node}},
 		func() float64 { return 1 }), poolCollector{db})
@@ -212,13 +211,13 @@ func (c *cluster) wants(oauthID string) bool {
 // so that the other nodes take them over at their next round.
 func (c *cluster) release() {
 	c.mu.Lock()
-	held := slices.Sorted(maps.Keys(c.held))
+	held := len(c.held)
 	c.held = nil
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.db.ReleaseLeases(ctx, c.node); err != nil {
-		c.log.Warn("cluster: leases not released; the other nodes take them over when they run out", slog.Int("held", len(held)), slog.Any("err", err))
+		c.log.Warn("cluster: leases not released; the other nodes take them over when they run out", slog.Int("held", held), slog.Any("err", err))
 	}
 }
 

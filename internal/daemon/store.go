@@ -125,17 +125,22 @@ func openPostgres(ctx context.Context, cfg *config.Config, create bool, now func
 
 // storeStats are the store's counts for the metrics.
 func storeStats(ctx context.Context, db Store) (metrics.Stats, error) {
+	var (
+		s   addon.StoreStats
+		err error
+	)
 	switch db := db.(type) {
 	case *store.DB:
-		s, err := db.Stats(ctx)
-		return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs,
-			DeadLetters: s.DeadLetters, OldestPending: s.OldestPending}, err
+		var fs store.Stats
+		fs, err = db.Stats(ctx)
+		s = fs.StoreStats
 	case *pgstore.DB:
-		s, err := db.Stats(ctx)
-		return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs,
-			DeadLetters: s.DeadLetters, OldestPending: s.OldestPending}, err
+		s, err = db.Stats(ctx)
+	default:
+		return metrics.Stats{}, fmt.Errorf("daemon: no stats for the store %T", db)
 	}
-	return metrics.Stats{}, fmt.Errorf("daemon: no stats for the store %T", db)
+	return metrics.Stats{Installations: s.Installations, PendingJobs: s.PendingJobs,
+		DeadLetters: s.DeadLetters, OldestPending: s.OldestPending}, err
 }
 
 // ErrNoHotBackup is the answer of a hot backup of a PostgreSQL store:

@@ -158,7 +158,6 @@ func (d *Dispatcher) Wake() {
 	d.signal()
 }
 
-// tokenLimit is the budget of installation oauthID's token.
 // Claimed tells the dispatcher that it owns the installations oauthIDs
 // now (see Options.Owns): it loads their pacing windows, saved by the
 // node that delivered them before, and reads the store again. It never
@@ -179,6 +178,7 @@ func (d *Dispatcher) Claimed(oauthIDs ...string) {
 // owns reports whether the dispatcher delivers installation oauthID's jobs.
 func (d *Dispatcher) owns(oauthID string) bool { return d.o.Owns == nil || d.o.Owns(oauthID) }
 
+// tokenLimit is the budget of installation oauthID's token.
 func (d *Dispatcher) tokenLimit(oauthID string) Limit {
 	if l, ok := d.o.TokenLimits[oauthID]; ok {
 		return l
@@ -413,10 +413,7 @@ func (l *loop) loadPacing(ctx context.Context, only map[string]bool) {
 // them now keeps them.
 func (l *loop) savePacing(ctx context.Context) {
 	ws := slices.DeleteFunc(l.pace.dirty(), func(w addon.PaceWindow) bool { return !l.d.owns(w.OAuthID) })
-	if l.d.o.Pacing == nil {
-		return
-	}
-	if len(ws) == 0 {
+	if l.d.o.Pacing == nil || len(ws) == 0 {
 		return
 	}
 	if err := l.d.o.Pacing.SavePacing(ctx, ws); err != nil {

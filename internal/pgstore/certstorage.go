@@ -85,7 +85,7 @@ type heldLock struct {
 func newCertStorage(d *DB) *certStorage {
 	life, cancel := context.WithCancel(context.Background())
 	return &certStorage{
-		d: d, kv: &kv{d: d, namespace: certMagicNamespace},
+		d: d, kv: &kv{d: d, namespace: addon.CertMagicNamespace},
 		owner: rand.Text(), ttl: lockTTL, life: life, cancel: cancel,
 		held: make(map[string]*heldLock), released: make(chan struct{}),
 	}
@@ -139,7 +139,7 @@ func (s *certStorage) Delete(ctx context.Context, key string) error {
 	}
 	lo, hi := under(key)
 	_, err := s.d.exec(ctx, "certmagic delete", `DELETE FROM kv WHERE namespace = $1
-		AND (key = $2 OR (key >= $3 AND ($4::text IS NULL OR key < $4)))`, certMagicNamespace, key, lo, hi)
+		AND (key = $2 OR (key >= $3 AND ($4::text IS NULL OR key < $4)))`, addon.CertMagicNamespace, key, lo, hi)
 	return err
 }
 
@@ -153,7 +153,7 @@ func (s *certStorage) Exists(ctx context.Context, key string) bool {
 	lo, hi := under(key)
 	var ok bool
 	err := s.d.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM kv WHERE namespace = $1
-		AND (key = $2 OR (key >= $3 AND ($4::text IS NULL OR key < $4))))`, certMagicNamespace, key, lo, hi).Scan(&ok)
+		AND (key = $2 OR (key >= $3 AND ($4::text IS NULL OR key < $4))))`, addon.CertMagicNamespace, key, lo, hi).Scan(&ok)
 	return err == nil && ok
 }
 
@@ -168,7 +168,7 @@ func (s *certStorage) List(ctx context.Context, path string, recursive bool) ([]
 	}
 	lo, hi := under(path)
 	rows, err := s.d.pool.Query(ctx, `SELECT key FROM kv WHERE namespace = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)
-		ORDER BY key`, certMagicNamespace, lo, hi)
+		ORDER BY key`, addon.CertMagicNamespace, lo, hi)
 	if err != nil {
 		return nil, wrapErr("certmagic list", err)
 	}

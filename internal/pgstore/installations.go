@@ -101,7 +101,7 @@ func (d *DB) DeleteInstallation(ctx context.Context, oauthID string) error {
 		}
 		lo, hi := prefixRange(addon.KeyPrefix(oauthID))
 		_, err = tx.Exec(ctx, "DELETE FROM kv WHERE key >= $1 AND ($2::text IS NULL OR key < $2) AND namespace <> $3",
-			lo, hi, certMagicNamespace)
+			lo, hi, addon.CertMagicNamespace)
 		return err
 	})
 }

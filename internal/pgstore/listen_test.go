@@ -277,7 +277,7 @@ func TestListenEnds(t *testing.T) {
 func TestJobAndStats(t *testing.T) {
 	ctx := t.Context()
 	db := open(t, pgtest.Start(t), Options{Key: newKey(), MaxConns: 3})
-	if s, err := db.Stats(ctx); err != nil || s != (Stats{SecretsEncrypted: true}) {
+	if s, err := db.Stats(ctx); err != nil || s != (addon.StoreStats{SecretsEncrypted: true}) {
 		t.Errorf("Stats of an empty database = %+v, %v; want zeros, secrets encrypted", s, err)
 	}
 	putInst(t, db, "i1")
@@ -298,7 +298,7 @@ func TestJobAndStats(t *testing.T) {
 	if err := db.Bury(ctx, jobs[0].ID, "gave up"); err != nil {
 		t.Fatal(err)
 	}
-	want := Stats{Installations: 2, Tokens: 1, PendingJobs: 2, DeadLetters: 1, SeenMessages: 3,
+	want := addon.StoreStats{Installations: 2, Tokens: 1, PendingJobs: 2, DeadLetters: 1, SeenMessages: 3,
 		OldestPending: received.Add(time.Hour), SecretsEncrypted: true}
 	if s, err := db.Stats(ctx); err != nil || s != want {
 		t.Errorf("Stats = %+v, %v; want %+v", s, err, want)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hipconnect/hipconnect/internal/addon"
 	"github.com/hipconnect/hipconnect/internal/seal"
 )
 
@@ -35,18 +36,15 @@ const keyCheckText = "hipconnect secrets v1"
 // metaSecrets is the name of the key check's row in meta.
 const metaSecrets = "secrets"
 
-// certMagicNamespace is the key/value namespace of certmagic's storage.
-const certMagicNamespace = "certmagic"
-
 func installationAAD(oauthID string) []byte { return seal.AD("installations", oauthID) }
 func tokenAAD(oauthID string) []byte        { return seal.AD("tokens", oauthID) }
-func certKeyAAD(key string) []byte          { return seal.AD("kv/"+certMagicNamespace, key) }
+func certKeyAAD(key string) []byte          { return seal.AD("kv/"+addon.CertMagicNamespace, key) }
 func keyCheckAAD() []byte                   { return seal.AD("meta", metaSecrets) }
 
 // isSecretKV reports whether values at key in namespace are secrets:
 // private keys (ACME account, certificates) in certmagic's storage.
 func isSecretKV(namespace, key string) bool {
-	return namespace == certMagicNamespace && strings.HasSuffix(key, ".key")
+	return namespace == addon.CertMagicNamespace && strings.HasSuffix(key, ".key")
 }
 
 // sealed returns plain sealed for the record ad, or plain as it is without a
@@ -159,7 +157,7 @@ func sealColumn(ctx context.Context, tx pgx.Tx, s *seal.Sealer, table, idColumn,
 
 // sealCertKeys encrypts the plaintext values of certmagic's "*.key" keys.
 func sealCertKeys(ctx context.Context, tx pgx.Tx, s *seal.Sealer) (int, error) {
-	rows, err := tx.Query(ctx, `SELECT key, value FROM kv WHERE namespace = $1 AND key LIKE '%.key'`, certMagicNamespace)
+	rows, err := tx.Query(ctx, `SELECT key, value FROM kv WHERE namespace = $1 AND key LIKE '%.key'`, addon.CertMagicNamespace)
 	if err != nil {
 		return 0, err
 	}
@@ -181,7 +179,7 @@ func sealCertKeys(ctx context.Context, tx pgx.Tx, s *seal.Sealer) (int, error) {
 			continue
 		}
 		if _, err := tx.Exec(ctx, "UPDATE kv SET value = $3 WHERE namespace = $1 AND key = $2",
-			certMagicNamespace, r.key, []byte(s.Seal(certKeyAAD(r.key), r.v))); err != nil {
+			addon.CertMagicNamespace, r.key, []byte(s.Seal(certKeyAAD(r.key), r.v))); err != nil {
 			return 0, err
 		}
 		n++

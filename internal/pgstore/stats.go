@@ -3,32 +3,16 @@ package pgstore
 import (
 	"context"
 	"time"
-)
 
-// Stats are counts of what the database holds, as the bbolt store's
-// (internal/store) Stats count them.
-type Stats struct {
-	Installations int
-	Tokens        int
-	// PendingJobs counts the outbox, DeadLetters the jobs buried for good
-	// (see Bury): the counts per state of a job.
-	PendingJobs int
-	DeadLetters int
-	// SeenMessages counts the remembered message ids (see PruneSeen).
-	SeenMessages int
-	// OldestPending is the Received time of the lowest-ID pending job, zero
-	// if none is pending.
-	OldestPending time.Time
-	// SecretsEncrypted reports whether secrets are stored encrypted.
-	SecretsEncrypted bool
-}
+	"github.com/hipconnect/hipconnect/internal/addon"
+)
 
 // Stats counts what the database holds, in one statement (so one
 // snapshot). The counts are exact (count(*)): each reads its whole table,
 // which takes longer as the tables grow.
-func (d *DB) Stats(ctx context.Context) (Stats, error) {
+func (d *DB) Stats(ctx context.Context) (addon.StoreStats, error) {
 	var (
-		s      Stats
+		s      addon.StoreStats
 		oldest *time.Time
 	)
 	err := d.pool.QueryRow(ctx, `SELECT
@@ -41,7 +25,7 @@ func (d *DB) Stats(ctx context.Context) (Stats, error) {
 		EXISTS (SELECT 1 FROM meta WHERE name = $1)`, metaSecrets).
 		Scan(&s.Installations, &s.Tokens, &s.PendingJobs, &s.DeadLetters, &s.SeenMessages, &oldest, &s.SecretsEncrypted)
 	if err != nil {
-		return Stats{}, wrapErr("stats", err)
+		return addon.StoreStats{}, wrapErr("stats", err)
 	}
 	if oldest != nil {
 		s.OldestPending = utc(*oldest)

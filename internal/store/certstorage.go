@@ -14,7 +14,7 @@ import (
 )
 
 // CertMagicNamespace is the KV namespace that holds certmagic's storage.
-const CertMagicNamespace = "certmagic"
+const CertMagicNamespace = addon.CertMagicNamespace
 
 // CertStorage returns certmagic's storage (certificates, keys, ACME account,
 // OCSP staples) kept in the KV namespace CertMagicNamespace of this file.

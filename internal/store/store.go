@@ -444,21 +444,10 @@ func (d *DB) Ping(ctx context.Context) error {
 	}
 }
 
-// Stats are counts for /readyz, metrics and the "installations" command.
+// Stats are the store's counts (seen messages are (oauthId, messageId)
+// pairs, see PruneSeen; dead letters, see Bury), and what only a file has.
 type Stats struct {
-	Installations int
-	Tokens        int
-	PendingJobs   int
-	// OldestPending is the Received time of the lowest-ID pending job, zero
-	// if none is pending.
-	OldestPending time.Time
-	// DeadLetters counts the jobs buried for good (see Bury); PendingJobs
-	// and DeadLetters are the counts per state of a job.
-	DeadLetters int
-	// SeenMessages counts remembered (oauthId, messageId) pairs; see PruneSeen.
-	SeenMessages int
-	// SecretsEncrypted reports whether secrets are stored encrypted.
-	SecretsEncrypted bool
+	addon.StoreStats
 	// SizeBytes is the size of the data file as this transaction sees it.
 	SizeBytes int64
 }

@@ -90,10 +90,6 @@ type Report struct {
 // the target of Copy holds anything and Options.Force is not set.
 var ErrTargetNotEmpty = errors.New("storecopy: the target store is not empty")
 
-// certMagicNamespace is the key/value namespace both backends keep
-// certmagic's storage in (store.CertMagicNamespace).
-const certMagicNamespace = "certmagic"
-
 // Copy copies what from holds into to, which must be empty unless
 // o.Force is set, and reports what it copied.
 //
@@ -185,7 +181,7 @@ func Copy(ctx context.Context, from, to Store, o Options) (Report, error) {
 func checkNamespaces(names []string) ([]string, error) {
 	var out []string
 	for _, ns := range names {
-		if ns == certMagicNamespace {
+		if ns == addon.CertMagicNamespace {
 			return nil, addon.Errorf(addon.Invalid, "storecopy: namespace %q is certmagic's storage, copied through CertStorage: leave it out of Options.Namespaces", ns)
 		}
 		if !slices.Contains(out, ns) {
