@@ -159,6 +159,12 @@ func New(o Options) *http.Client {
 		MaxIdleConnsPerHost:    16,
 		MaxResponseHeaderBytes: maxResponseHeader,
 		ForceAttemptHTTP2:      true,
+		// No HPACK indexing of request headers: every installation has its
+		// own bearer token, which RFC 7541 section 7.1.3 advises not to keep
+		// in the compression table, and hundreds of them only churned it
+		// (adding and evicting cost more CPU than the bytes saved;
+		// docs/performance.md).
+		HTTP2: &http.HTTP2Config{MaxEncoderHeaderTableSize: 1},
 	}
 	if o.Proxy != nil {
 		p := *o.Proxy
