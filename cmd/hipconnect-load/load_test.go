@@ -334,25 +334,28 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-// TestCADirReused checks -ca-dir: the CA is made once and read back after,
-// so a running daemon's hipchat.ca_file stays valid across runs.
+// TestCPUOf checks -cpu-pid's counting: each process once, with its
+// descendants.
 func TestCPUOf(t *testing.T) {
-	for deadline := time.Now().Add(5 * time.Second); cpuOf([]int{os.Getpid()}) < 20*time.Millisecond && time.Now().Before(deadline); {
+	cpu := func(pids ...int) time.Duration { d, _ := cpuOf(pids); return d }
+	for deadline := time.Now().Add(5 * time.Second); cpu(os.Getpid()) < 20*time.Millisecond && time.Now().Before(deadline); {
 		_ = sha256.Sum256(make([]byte, 1<<16)) // spend some CPU
 	}
-	one := cpuOf([]int{os.Getpid()})
-	again := cpuOf([]int{os.Getpid(), os.Getpid(), 1 << 30}) // counted once; a pid that cannot exist counts nothing
+	one := cpu(os.Getpid())
+	again := cpu(os.Getpid(), os.Getpid(), 1<<30) // counted once; a pid that cannot exist counts nothing
 	if one <= 0 || again < one || again > one+time.Second {
 		t.Errorf("cpuOf(self) = %v, cpuOf(self, self, none) = %v; want about the same", one, again)
 	}
-	if parent := cpuOf([]int{os.Getppid()}); parent < again {
+	if parent := cpu(os.Getppid()); parent < again {
 		t.Errorf("cpuOf(parent) = %v, less than this process's %v: its descendants are not counted", parent, again)
 	}
-	if below := withDescendants([]int{os.Getppid()}); !slices.Contains(below, os.Getpid()) || below[0] != os.Getppid() {
-		t.Errorf("withDescendants(parent) = %v, want the parent first and this process (%d) among them", below, os.Getpid())
+	if below := readProcTree().below([]int{os.Getppid()}); !slices.Contains(below, os.Getpid()) || below[0] != os.Getppid() {
+		t.Errorf("below(parent) = %v, want the parent first and this process (%d) among them", below, os.Getpid())
 	}
 }
 
+// TestCADirReused checks -ca-dir: the CA is made once and read back after,
+// so a running daemon's hipchat.ca_file stays valid across runs.
 func TestCADirReused(t *testing.T) {
 	dir := t.TempDir()
 	a1, err := loadOrCreateAuthority(dir)

@@ -821,7 +821,7 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 		samp = startSampler(pid, 20*time.Millisecond)
 		own0, _ = readProc(pid)
 		if len(also) > 0 {
-			all0 = cpuOf(all)
+			all0, _ = cpuOf(all)
 		}
 	}
 	self0, _ := readProc(os.Getpid())
@@ -835,8 +835,9 @@ func (r *rig) measure(ctx context.Context, ph *phase, pid int, also []int, spec 
 		ph.RSSLoadMB = mb(samp.stop())
 		ph.CPUCores, ph.CPUPerCommandUS = perCommand(own1.CPU-own0.CPU, wall, res.Notified)
 		if len(also) > 0 {
-			ph.CountedProcesses = len(withDescendants(all))
-			ph.CountedCPUCores, ph.CountedCPUPerCommandUS = perCommand(cpuOf(all)-all0, wall, res.Notified)
+			all1, n := cpuOf(all)
+			ph.CountedProcesses = n
+			ph.CountedCPUCores, ph.CountedCPUPerCommandUS = perCommand(all1-all0, wall, res.Notified)
 		}
 	}
 	after := fakeCounts(r.hc, r.search)

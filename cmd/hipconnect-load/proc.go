@@ -109,20 +109,18 @@ func (t procTree) below(pids []int) []int {
 }
 
 // cpuOf is the CPU time of the processes pids and of their descendants
-// (a database's backends are its postmaster's children) together, from
-// one read of /proc. A process that ended counts nothing, so a
-// descendant that came and went between two calls is missed.
-func cpuOf(pids []int) time.Duration {
+// (a database's backends are its postmaster's children) together, and how
+// many processes that is, from one read of /proc. A process that ended
+// counts nothing, so a descendant that came and went between two calls is
+// missed.
+func cpuOf(pids []int) (cpu time.Duration, processes int) {
 	t := readProcTree()
-	var sum time.Duration
-	for _, pid := range t.below(pids) {
-		sum += t[pid].cpu
+	below := t.below(pids)
+	for _, pid := range below {
+		cpu += t[pid].cpu
 	}
-	return sum
+	return cpu, len(below)
 }
-
-// withDescendants returns pids (each once) and every process below them.
-func withDescendants(pids []int) []int { return readProcTree().below(pids) }
 
 // readStatus reads RSSKB and HWMKB from /proc/<pid>/status only, for
 // the memory figures and the sampler's poll, which need no CPU time.

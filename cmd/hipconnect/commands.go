@@ -91,13 +91,13 @@ func admin(ctx context.Context, cfg *config.Config) (httpapi.AdminClient, bool) 
 
 // openStore opens the store of a stopped daemon (or the shared database
 // of storage.backend postgres). It never creates one.
-func openStore(cfg *config.Config) (daemon.Store, error) {
+func openStore(ctx context.Context, cfg *config.Config) (daemon.Store, error) {
 	if cfg.Storage.Backend == config.BackendBolt {
 		if _, err := os.Stat(cfg.Storage.Path); err != nil {
 			return nil, fmt.Errorf("no store at %s (storage.path): %w", cfg.Storage.Path, err)
 		}
 	}
-	return daemon.OpenStore(context.Background(), cfg, false, nil)
+	return daemon.OpenStore(ctx, cfg, false, nil)
 }
 
 // openBolt opens the bbolt store of a stopped daemon, for what only a file
@@ -106,7 +106,7 @@ func openBolt(cfg *config.Config) (*store.DB, error) {
 	if cfg.Storage.Backend != config.BackendBolt {
 		return nil, daemon.ErrNoHotBackup
 	}
-	db, err := openStore(cfg)
+	db, err := openStore(context.Background(), cfg) // a file: nothing to wait for
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +161,7 @@ func (e env) installations(ctx context.Context, args []string) error {
 			return p, c.Do(ctx, http.MethodGet, "/uninstalls", &p, nil)
 		}
 	} else {
-		db, err := openStore(cfg)
+		db, err := openStore(ctx, cfg)
 		if err != nil {
 			return err
 		}
@@ -338,7 +338,7 @@ func (e env) tls(ctx context.Context, args []string) error {
 	if c, ok := admin(ctx, cfg); ok {
 		return c.Do(ctx, http.MethodGet, "/tls/ca", nil, e.stdout)
 	}
-	db, err := openStore(cfg)
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -391,7 +391,7 @@ func (e env) outbox(ctx context.Context, args []string) error {
 		retry = func() (j addon.Job, err error) { return j, c.Do(ctx, http.MethodPost, path, &j, nil) }
 		drop = func() error { return c.Do(ctx, http.MethodDelete, path, nil, nil) }
 	} else {
-		db, err := openStore(cfg)
+		db, err := openStore(ctx, cfg)
 		if err != nil {
 			return err
 		}

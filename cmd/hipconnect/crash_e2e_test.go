@@ -19,7 +19,6 @@ import (
 	"github.com/hipconnect/hipconnect/internal/config"
 	"github.com/hipconnect/hipconnect/internal/daemon"
 	"github.com/hipconnect/hipconnect/internal/hipchat/hipchattest"
-	"github.com/hipconnect/hipconnect/internal/store"
 )
 
 // Crash test load: senders post commands concurrently, and a hot backup
@@ -42,6 +41,45 @@ type sent struct {
 	firstSend time.Time // the first webhook attempt began
 	ack       time.Time // a webhook attempt got 2xx; zero if none did
 	attempts  int
+}
+
+// acknowledged returns the commands of cmds a webhook attempt got 2xx
+// for, by message id.
+func acknowledged(cmds []sent) map[string]*sent {
+	acked := map[string]*sent{}
+	for i := range cmds {
+		if !cmds[i].ack.IsZero() {
+			acked[cmds[i].msgID] = &cmds[i]
+		}
+	}
+	return acked
+}
+
+// waitDelivered waits up to within for every command of acked to reach hc
+// and for pending (the jobs in the outbox) to be 0, and fails t if they do
+// not.
+func waitDelivered(t *testing.T, hc *hipchattest.Server, acked map[string]*sent, within time.Duration, pending func() int) {
+	t.Helper()
+	for waitUntil := time.Now().Add(within); ; {
+		seen := map[string]bool{}
+		for _, n := range hc.Notifications() {
+			seen[n.Body.Message] = true
+		}
+		missing := 0
+		for m := range acked {
+			if !seen[m] {
+				missing++
+			}
+		}
+		left := pending()
+		if missing == 0 && left == 0 {
+			return
+		}
+		if time.Now().After(waitUntil) {
+			t.Fatalf("%d acknowledged commands not delivered, %d jobs pending", missing, left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // webhookPoster posts room_message webhooks for one installation; it
@@ -82,11 +120,10 @@ func checkStore(t *testing.T, d *proc) []addon.Job {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opened, err := daemon.OpenStore(context.Background(), cfg, false, nil)
+	db, err := openBolt(cfg)
 	if err != nil {
 		t.Fatalf("open the store: %v", err)
 	}
-	db := opened.(*store.DB)
 	defer func() {
 		if err := db.Close(); err != nil {
 			t.Errorf("close the store: %v", err)
@@ -155,34 +192,11 @@ func TestCrashSafety(t *testing.T) {
 	}
 
 	// Every acknowledged command must arrive; then the outbox must empty.
-	acked := map[string]*sent{}
-	for i := range cmds {
-		if !cmds[i].ack.IsZero() {
-			acked[cmds[i].msgID] = &cmds[i]
-		}
-	}
+	acked := acknowledged(cmds)
 	if len(acked) != len(cmds) {
 		t.Errorf("%d of %d commands acknowledged within the deadline", len(acked), len(cmds))
 	}
-	for waitUntil := time.Now().Add(60 * time.Second); ; {
-		seen := map[string]bool{}
-		for _, n := range hc.Notifications() {
-			seen[n.Body.Message] = true
-		}
-		missing := 0
-		for m := range acked {
-			if !seen[m] {
-				missing++
-			}
-		}
-		if missing == 0 && pendingJobs(t, d) == 0 {
-			break
-		}
-		if time.Now().After(waitUntil) {
-			t.Fatalf("%d acknowledged commands not delivered, %d jobs pending", missing, pendingJobs(t, d))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitDelivered(t, hc, acked, 60*time.Second, func() int { return pendingJobs(t, d) })
 	d.stop(syscall.SIGTERM)
 	if pending := checkStore(t, d); len(pending) != 0 {
 		t.Errorf("%d jobs left in the outbox after every command was delivered", len(pending))

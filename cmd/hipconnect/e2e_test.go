@@ -157,15 +157,24 @@ func (d *proc) startReady() error {
 	}
 	d.exited = make(chan struct{})
 	go func() { _ = d.cmd.Wait(); close(d.exited) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + d.ops + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+	return d.waitReady(20 * time.Second)
+}
+
+// ready reports whether d's /readyz answers 200.
+func (d *proc) ready() bool {
+	resp, err := http.Get("http://" + d.ops + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// waitReady waits up to within for d to be ready; it fails at once if d
+// exits.
+func (d *proc) waitReady(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for !d.ready() {
 		select {
 		case <-d.exited:
 			return fmt.Errorf("hipconnect exited before ready:\n%s", d.log.String())
@@ -175,6 +184,7 @@ func (d *proc) startReady() error {
 			return fmt.Errorf("hipconnect not ready in time:\n%s", d.log.String())
 		}
 	}
+	return nil
 }
 
 // stop sends sig and waits for the process to end.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,16 +304,15 @@ func TestClusterKillOneNode(t *testing.T) {
 	// The victim: the node holding the most installations, chosen now so
 	// that the kill lands where it is meant to.
 	names := make([]string, len(nodes))
-	victim, most := 0, -1
+	victim, victimHeld := 0, map[string]bool{}
 	for i, d := range nodes {
 		names[i] = nodeName(t, d)
-		if n := len(query(t, dsn, "SELECT oauth_id FROM leases WHERE node = $1", names[i])); n > most {
-			victim, most = i, n
+		if ids := query(t, dsn, "SELECT oauth_id FROM leases WHERE node = $1", names[i]); i == 0 || len(ids) > len(victimHeld) {
+			victim, victimHeld = i, map[string]bool{}
+			for _, id := range ids {
+				victimHeld[id] = true
+			}
 		}
-	}
-	victimHeld := map[string]bool{}
-	for _, id := range query(t, dsn, "SELECT oauth_id FROM leases WHERE node = $1", names[victim]) {
-		victimHeld[id] = true
 	}
 
 	var (
@@ -373,37 +373,19 @@ func TestClusterKillOneNode(t *testing.T) {
 	t.Logf("killed node %s holding %d installation(s) after %d acknowledged commands", names[victim], len(victimHeld), acked.Load())
 	wg.Wait()
 
-	ackedCmds := map[string]*sent{}
-	for i := range cmds {
-		if !cmds[i].ack.IsZero() {
-			ackedCmds[cmds[i].msgID] = &cmds[i]
-		}
-	}
+	ackedCmds := acknowledged(cmds)
 	if len(ackedCmds) != commands {
 		t.Errorf("%d of %d commands acknowledged", len(ackedCmds), commands)
 	}
 
 	// Everything acknowledged is delivered, and the outbox empties.
-	for waitUntil := time.Now().Add(150 * time.Second); ; {
-		seen := map[string]bool{}
-		for _, n := range hc.Notifications() {
-			seen[n.Body.Message] = true
+	waitDelivered(t, hc, ackedCmds, 150*time.Second, func() int {
+		n, err := strconv.Atoi(query(t, dsn, "SELECT count(*) FROM jobs")[0])
+		if err != nil {
+			t.Fatal(err)
 		}
-		missing := 0
-		for m := range ackedCmds {
-			if !seen[m] {
-				missing++
-			}
-		}
-		pending := query(t, dsn, "SELECT count(*) FROM jobs")[0]
-		if missing == 0 && pending == "0" {
-			break
-		}
-		if time.Now().After(waitUntil) {
-			t.Fatalf("%d acknowledged commands not delivered, %s jobs pending", missing, pending)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return n
+	})
 	got := hc.Notifications()
 	allDone := time.Since(killedAt)
 
@@ -558,7 +540,7 @@ func TestStoreCopyToPostgres(t *testing.T) {
 	dsn := pgtest.Start(t)
 	hc := hipchattest.New(t, hipchattest.Options{Addr: "127.0.0.2:0"})
 	listen, ops := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
-	mk := func(storage string) (*proc, string) {
+	mk := func(storage string) *proc {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "hipchat-ca.pem"), hc.CAPEM(), 0o600); err != nil {
 			t.Fatal(err)
@@ -567,14 +549,14 @@ func TestStoreCopyToPostgres(t *testing.T) {
 		d := prepareDaemon(t, dir, yaml, "https://localhost:"+portOf(t, listen), ops)
 		d.client = httpsClient(nil, listen)
 		d.client.Transport.(*http.Transport).TLSClientConfig.InsecureSkipVerify = true // the serial is compared below
-		return d, dir
+		return d
 	}
 	leafSerial := func(d *proc) string {
 		r := mustFetch(t, d.client, d.base+"/atlassian-connect.json", http.StatusOK)
 		return r.leaf.SerialNumber.String()
 	}
 
-	old, _ := mk("")
+	old := mk("")
 	old.start()
 	serial := leafSerial(old)
 	id, secret := install(t, old, hc, 0)
@@ -589,8 +571,11 @@ func TestStoreCopyToPostgres(t *testing.T) {
 	}
 	old.stop(syscall.SIGTERM)
 
-	pg, _ := mk("  backend: postgres\n  postgres:\n    dsn: \"" + dsn + "\"\n")
-	out, err := exec.Command(binary, "store", "copy", "--from-config", old.cfgPath, "--to-config", pg.cfgPath).CombinedOutput()
+	pg := mk("  backend: postgres\n  postgres:\n    dsn: \"" + dsn + "\"\n")
+	storeCopy := func() ([]byte, error) {
+		return exec.Command(binary, "store", "copy", "--from-config", old.cfgPath, "--to-config", pg.cfgPath).CombinedOutput()
+	}
+	out, err := storeCopy()
 	if err != nil {
 		t.Fatalf("store copy: %v\n%s", err, out)
 	}
@@ -598,7 +583,7 @@ func TestStoreCopyToPostgres(t *testing.T) {
 	if !strings.Contains(string(out), "copied 1 installations, 1 tokens, 5 pending jobs") {
 		t.Errorf("store copy reported %q, want 1 installation, its token and 5 pending jobs", out)
 	}
-	if out, err := exec.Command(binary, "store", "copy", "--from-config", old.cfgPath, "--to-config", pg.cfgPath).CombinedOutput(); err == nil ||
+	if out, err := storeCopy(); err == nil ||
 		!strings.Contains(string(out), "not empty") {
 		t.Errorf("a second copy into the filled database: %v\n%s; want a refusal naming it not empty", err, out)
 	}
@@ -685,11 +670,8 @@ func TestClusterDatabaseOutage(t *testing.T) {
 		}
 		if i%10 == 0 {
 			for _, d := range nodes {
-				if resp, err := http.Get("http://" + d.ops + "/readyz"); err == nil {
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusOK && time.Since(downAt) > 2*time.Second {
-						t.Errorf("node %s ready %v into the database outage", d.ops, time.Since(downAt).Round(time.Millisecond))
-					}
+				if d.ready() && time.Since(downAt) > 2*time.Second {
+					t.Errorf("node %s ready %v into the database outage", d.ops, time.Since(downAt).Round(time.Millisecond))
 				}
 			}
 		}
@@ -704,18 +686,8 @@ func TestClusterDatabaseOutage(t *testing.T) {
 
 	// Ready again, acknowledging again, and what was acknowledged before is delivered.
 	for _, d := range nodes {
-		for deadline := time.Now().Add(30 * time.Second); ; {
-			resp, err := http.Get("http://" + d.ops + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s not ready 30s after the database came back", d.ops)
-			}
-			time.Sleep(100 * time.Millisecond)
+		if err := d.waitReady(30 * time.Second); err != nil {
+			t.Fatalf("node %s not ready 30s after the database came back: %v", d.ops, err)
 		}
 	}
 	ready := time.Since(backAt)

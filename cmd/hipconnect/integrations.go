@@ -36,7 +36,7 @@ func (e env) integrations(ctx context.Context, args []string) error {
 		}
 		u = v.URL
 	} else {
-		err = e.onFile(cfg, func(ops daemon.IntegrationOps) error {
+		err = e.onFile(ctx, cfg, func(ops daemon.IntegrationOps) error {
 			if pos[0] == "url" {
 				u, err = ops.URL(ctx, name)
 			} else {
@@ -74,7 +74,7 @@ func (e env) notify(ctx context.Context, args []string) error {
 	if c, ok := admin(ctx, cfg); ok {
 		err = c.Post(ctx, "/notify", httpapi.NotifyRequest{Integration: pos[0], Notification: n}, &j)
 	} else {
-		err = e.onFile(cfg, func(ops daemon.IntegrationOps) error {
+		err = e.onFile(ctx, cfg, func(ops daemon.IntegrationOps) error {
 			j, err = ops.Notify(ctx, pos[0], n)
 			return err
 		})
@@ -87,7 +87,7 @@ func (e env) notify(ctx context.Context, args []string) error {
 }
 
 // onFile runs fn with IntegrationOps on the stopped daemon's store.
-func (e env) onFile(cfg *config.Config, fn func(daemon.IntegrationOps) error) error {
+func (e env) onFile(ctx context.Context, cfg *config.Config, fn func(daemon.IntegrationOps) error) error {
 	clients, err := daemon.NewClients(cfg, "hipconnect/"+version, nil)
 	if err != nil {
 		return err
@@ -96,7 +96,7 @@ func (e env) onFile(cfg *config.Config, fn func(daemon.IntegrationOps) error) er
 	if err != nil {
 		return err
 	}
-	db, err := openStore(cfg)
+	db, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func (e env) store(ctx context.Context, args []string) error {
 		(f.Backend == config.BackendBolt && f.Path == t.Path || f.Backend == config.BackendPostgres && f.Postgres.DSN == t.Postgres.DSN) {
 		return errors.New("store copy: both configurations name the same store")
 	}
-	src, err := openStore(fromCfg)
+	src, err := openStore(ctx, fromCfg)
 	if err != nil {
 		return fmt.Errorf("store copy: open the source: %w", err)
 	}

@@ -102,14 +102,10 @@ func openPostgres(ctx context.Context, cfg *config.Config, create bool, now func
 		opts.Password = strings.TrimRight(string(b), "\r\n")
 	}
 	keyPath := KeyFile(cfg)
-	var err error
-	if create {
-		opts.Key, err = store.LoadOrCreateKey(keyPath)
-	} else if _, serr := os.Stat(keyPath); serr == nil {
-		opts.Key, err = store.LoadOrCreateKey(keyPath)
-	}
-	if err != nil {
-		return nil, err
+	if _, err := os.Stat(keyPath); create || err == nil {
+		if opts.Key, err = store.LoadOrCreateKey(keyPath); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Storage.OpenTimeout)
 	defer cancel()

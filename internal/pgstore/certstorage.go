@@ -66,9 +66,6 @@ type certStorage struct {
 	ttl   time.Duration
 	seq   atomic.Uint64
 
-	life   context.Context // ends at Close: the refreshers stop
-	cancel context.CancelFunc
-
 	mu       sync.Mutex
 	held     map[string]*heldLock
 	released chan struct{} // closed (and replaced) when this DB releases a lock
@@ -83,10 +80,9 @@ type heldLock struct {
 }
 
 func newCertStorage(d *DB) *certStorage {
-	life, cancel := context.WithCancel(context.Background())
 	return &certStorage{
 		d: d, kv: &kv{d: d, namespace: addon.CertMagicNamespace},
-		owner: rand.Text(), ttl: lockTTL, life: life, cancel: cancel,
+		owner: rand.Text(), ttl: lockTTL,
 		held: make(map[string]*heldLock), released: make(chan struct{}),
 	}
 }
@@ -285,7 +281,7 @@ func (s *certStorage) TryLock(ctx context.Context, name string) (bool, error) {
 		_, _ = s.d.pool.Exec(context.WithoutCancel(ctx), "DELETE FROM certmagic_locks WHERE name = $1 AND owner = $2", name, token)
 		return false, fmt.Errorf("pgstore: certmagic lock %q: the store is closed", name)
 	}
-	rctx, stop := context.WithCancel(s.life)
+	rctx, stop := context.WithCancel(s.d.life) // the refreshers stop at Close
 	h := &heldLock{token: token, stop: stop, done: make(chan struct{})}
 	s.held[name] = h
 	go s.refresh(rctx, name, h)
@@ -343,7 +339,6 @@ func (s *certStorage) close() {
 	held := s.held
 	s.held = map[string]*heldLock{}
 	s.mu.Unlock()
-	s.cancel()
 	if len(held) == 0 {
 		return
 	}

@@ -149,18 +149,14 @@ func claimMissing(ctx context.Context, tx pgx.Tx, node string, ttl time.Duration
 }
 
 // ReleaseLeases gives up node's leases and heartbeat (a clean stop), in one
-// transaction, so that other nodes claim them at their next round.
+// statement, so that other nodes claim them at their next round.
 func (d *DB) ReleaseLeases(ctx context.Context, node string) error {
 	if err := checkNode(node); err != nil {
 		return err
 	}
-	return d.inTx(ctx, "release leases", func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "DELETE FROM leases WHERE node = $1", node); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "DELETE FROM nodes WHERE name = $1", node)
-		return err
-	})
+	_, err := d.exec(ctx, "release leases",
+		"WITH l AS (DELETE FROM leases WHERE node = $1) DELETE FROM nodes WHERE name = $1", node)
+	return err
 }
 
 // checkNode rejects node names that cannot be keys.

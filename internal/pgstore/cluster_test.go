@@ -43,7 +43,7 @@ func putInsts(t *testing.T, db *DB, n int) []string {
 // node below its share.
 func TestLeaseFairShare(t *testing.T) {
 	dsn := pgtest.Start(t)
-	dbs := []*DB{open(t, dsn, Options{}), open(t, dsn, Options{}), open(t, dsn, Options{})}
+	dbs := openNodes(t, dsn, 3)
 	names := []string{"a", "b", "c"}
 	const ttl = time.Minute
 	for n, db := range dbs { // heartbeats, before there is anything to hold
@@ -261,10 +261,7 @@ func TestLeaseConcurrentRounds(t *testing.T) {
 		ttl   = 300 * time.Millisecond
 		run   = 2 * time.Second
 	)
-	dbs := make([]*DB, nodes)
-	for i := range dbs {
-		dbs[i] = open(t, dsn, Options{})
-	}
+	dbs := openNodes(t, dsn, nodes)
 	putInsts(t, dbs[0], 12)
 	ctx := t.Context()
 

@@ -39,6 +39,17 @@ func open(t *testing.T, dsn string, o Options) *DB {
 	return db
 }
 
+// openNodes opens n DBs on the database dsn (one per node, each its own
+// pool), closed at t's cleanup.
+func openNodes(t *testing.T, dsn string, n int) []*DB {
+	t.Helper()
+	dbs := make([]*DB, n)
+	for i := range dbs {
+		dbs[i] = open(t, dsn, Options{})
+	}
+	return dbs
+}
+
 // query runs sql on the database dsn, outside the store, and scans its one
 // row into dest (none: no row expected). It may run in a cleanup.
 func query(t *testing.T, dsn, sql string, dest ...any) {
@@ -254,11 +265,10 @@ func TestSecretsKeyRules(t *testing.T) {
 func TestConcurrentEnqueueAcrossNodes(t *testing.T) {
 	dsn := pgtest.Start(t)
 	const nodes, perNode = 3, 8
-	dbs := make([]*DB, nodes)
+	dbs := openNodes(t, dsn, nodes)
 	var told atomic.Int32
-	for i := range dbs {
-		dbs[i] = open(t, dsn, Options{})
-		dbs[i].OnAdded(func(addon.Job) { told.Add(1) })
+	for _, db := range dbs {
+		db.OnAdded(func(addon.Job) { told.Add(1) })
 	}
 	ctx := t.Context()
 	if err := dbs[0].PutInstallation(ctx, addon.Installation{OAuthID: "i1"}); err != nil {

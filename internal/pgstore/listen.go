@@ -121,9 +121,6 @@ func (d *DB) Listen(ctx context.Context, ready func(), want func(oauthID string)
 				added(j)
 			}
 		}
-		if ctx.Err() != nil {
-			return fail("", ctx.Err())
-		}
 	}
 }
 
@@ -146,16 +143,4 @@ func jobsByID(ctx context.Context, conn *pgx.Conn, ids []uint64) (map[uint64]add
 		out[j.ID] = j
 	}
 	return out, nil
-}
-
-// Job returns the stored (pending) job id; NotFound if there is none.
-func (d *DB) Job(ctx context.Context, id uint64) (addon.Job, error) {
-	j, err := scanJob(d.pool.QueryRow(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = $1", int64(id)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return addon.Job{}, addon.Errorf(addon.NotFound, "job %d not found", id)
-	}
-	if err != nil {
-		return addon.Job{}, wrapErr("job", err)
-	}
-	return j, nil
 }

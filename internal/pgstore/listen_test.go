@@ -16,13 +16,11 @@ import (
 // listener runs db.Listen until the test ends (or stop is called) and
 // collects what it tells.
 type listener struct {
-	mu    sync.Mutex
-	jobs  []addon.Job
-	more  chan struct{} // a job was told
-	block func(addon.Job)
-	want  func(oauthID string) bool // Listen's want
-	stop  context.CancelFunc
-	done  chan error // Listen's result
+	mu   sync.Mutex
+	jobs []addon.Job
+	more chan struct{} // a job was told
+	stop context.CancelFunc
+	done chan error // Listen's result
 }
 
 // listen starts db.Listen and returns once ready was called. block, if
@@ -36,12 +34,12 @@ func listen(t *testing.T, db *DB, block func(addon.Job)) *listener {
 func listenWant(t *testing.T, db *DB, block func(addon.Job), want func(string) bool) *listener {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	l := &listener{more: make(chan struct{}, 1), block: block, want: want, stop: cancel, done: make(chan error, 1)}
+	l := &listener{more: make(chan struct{}, 1), stop: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
-		l.done <- db.Listen(ctx, func() { close(ready) }, l.want, func(j addon.Job) {
-			if l.block != nil {
-				l.block(j)
+		l.done <- db.Listen(ctx, func() { close(ready) }, want, func(j addon.Job) {
+			if block != nil {
+				block(j)
 			}
 			l.mu.Lock()
 			l.jobs = append(l.jobs, j)
@@ -82,6 +80,20 @@ func (l *listener) wait(t *testing.T, n int) []addon.Job {
 		case <-timeout:
 			t.Fatalf("%d jobs told within 10s, want %d", len(jobs), n)
 		}
+	}
+}
+
+// result returns Listen's result once it has returned, failing t if it
+// has not within d of what; the result is put back for the cleanup.
+func (l *listener) result(t *testing.T, d time.Duration, what string) error {
+	t.Helper()
+	select {
+	case err := <-l.done:
+		l.done <- err // for the cleanup
+		return err
+	case <-time.After(d):
+		t.Fatalf("Listen did not return within %v of %s", d, what)
+		return nil
 	}
 }
 
@@ -168,14 +180,8 @@ func TestListen(t *testing.T) {
 	}
 
 	l.stop()
-	select {
-	case err := <-l.done:
-		l.done <- err // for the cleanup
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Listen after cancel = %v; want context.Canceled", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Listen did not return within 5s of its ctx's cancel")
+	if err := l.result(t, 5*time.Second, "its ctx's cancel"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Listen after cancel = %v; want context.Canceled", err)
 	}
 }
 
@@ -207,19 +213,15 @@ func TestListenSkipsGone(t *testing.T) {
 	close(release)
 	got := l.wait(t, 2)
 	time.Sleep(50 * time.Millisecond)
-	l.mu.Lock()
 	ids := []uint64{}
-	for _, j := range l.jobs {
+	for _, j := range l.wait(t, 0) {
 		ids = append(ids, j.ID)
 	}
-	l.mu.Unlock()
 	if !slices.Equal(ids, []uint64{first.ID, last.ID}) || got[1].Args != "last" {
 		t.Errorf("told %v; want %d and %d, not %d (completed before it was read)", ids, first.ID, last.ID, gone.ID)
 	}
 }
 
-// TestListenEnds: Listen returns an error when its connection is cut and
-// when the DB is closed.
 // TestListenWant: the jobs of installations want refuses are not told.
 func TestListenWant(t *testing.T) {
 	dsn := pgtest.Start(t)
@@ -240,6 +242,8 @@ func TestListenWant(t *testing.T) {
 	}
 }
 
+// TestListenEnds: Listen returns an error when its connection is cut and
+// when the DB is closed.
 func TestListenEnds(t *testing.T) {
 	dsn := pgtest.Start(t)
 	db := open(t, dsn, Options{})
@@ -249,32 +253,19 @@ func TestListenEnds(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("terminated %d listening backends, want 1", n)
 	}
-	select {
-	case err := <-l.done:
-		l.done <- err
-		if err == nil || errors.Is(err, context.Canceled) {
-			t.Errorf("Listen on a cut connection = %v; want a connection error", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Listen did not return within 10s of its connection's end")
+	if err := l.result(t, 10*time.Second, "its connection's end"); err == nil || errors.Is(err, context.Canceled) {
+		t.Errorf("Listen on a cut connection = %v; want a connection error", err)
 	}
 
 	l = listen(t, db, nil)
 	_ = db.Close()
-	select {
-	case err := <-l.done:
-		l.done <- err
-		if err == nil || errors.Is(err, context.Canceled) {
-			t.Errorf("Listen after Close = %v; want an error", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Listen did not return within 5s of Close")
+	if err := l.result(t, 5*time.Second, "Close"); err == nil || errors.Is(err, context.Canceled) {
+		t.Errorf("Listen after Close = %v; want an error", err)
 	}
 }
 
-// TestJobAndStats: Job reads a pending job; Stats counts what is stored;
-// PoolStats reports the pool.
-func TestJobAndStats(t *testing.T) {
+// TestStats: Stats counts what is stored; PoolStats reports the pool.
+func TestStats(t *testing.T) {
 	ctx := t.Context()
 	db := open(t, pgtest.Start(t), Options{Key: newKey(), MaxConns: 3})
 	if s, err := db.Stats(ctx); err != nil || s != (addon.StoreStats{SecretsEncrypted: true}) {
@@ -302,13 +293,6 @@ func TestJobAndStats(t *testing.T) {
 		OldestPending: received.Add(time.Hour), SecretsEncrypted: true}
 	if s, err := db.Stats(ctx); err != nil || s != want {
 		t.Errorf("Stats = %+v, %v; want %+v", s, err, want)
-	}
-
-	if j, err := db.Job(ctx, jobs[1].ID); err != nil || j.MessageID != "m1" || !j.Received.Equal(jobs[1].Received) {
-		t.Errorf("Job = %+v, %v; want %+v", j, err, jobs[1])
-	}
-	if _, err := db.Job(ctx, jobs[0].ID); !addon.IsNotFound(err) {
-		t.Errorf("Job of a buried job: %v; want NotFound", err)
 	}
 
 	acquired, idle, total, max := db.PoolStats()

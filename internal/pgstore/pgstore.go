@@ -126,7 +126,7 @@ type DB struct {
 	added      atomic.Pointer[func(addon.Job)] // see OnAdded
 	adding     keyedMutex                      // by OAuthID: additions to the outbox, in order
 
-	life      context.Context // ends at Close: Listen returns
+	life      context.Context // ends at Close: Listen returns, the lock refreshers stop
 	stop      context.CancelFunc
 	closeOnce sync.Once
 }

@@ -75,7 +75,7 @@ func TestPendingBound(t *testing.T) {
 func TestOnAddedOrderAndCommitOrder(t *testing.T) {
 	dsn := pgtest.Start(t)
 	ctx := t.Context()
-	nodes := []*DB{open(t, dsn, Options{}), open(t, dsn, Options{})}
+	nodes := openNodes(t, dsn, 2)
 	putInst(t, nodes[0], "i1")
 	putInst(t, nodes[0], "i2")
 	var mu sync.Mutex

@@ -163,16 +163,23 @@ func Copy(ctx context.Context, from, to Store, o Options) (Report, error) {
 			return r, fmt.Errorf("storecopy: reading the target: %w", err)
 		}
 		if len(held) > 0 {
-			return r, fmt.Errorf("%w: it holds %s (copy into an empty store, or force it)", ErrTargetNotEmpty, strings.Join(held, ", "))
+			return r, fmt.Errorf("%w: it holds %s", ErrTargetNotEmpty, strings.Join(held, ", "))
 		}
 	}
-	steps := []func(context.Context, Store, Store, []string, *Report) error{
-		copyInstallations, copyOutbox, copyKV, copyPacing, copyCerts,
+	if err := copyInstallations(ctx, from, to, &r); err != nil {
+		return r, err
 	}
-	for _, step := range steps {
-		if err := step(ctx, from, to, namespaces, &r); err != nil {
-			return r, err
-		}
+	if err := copyOutbox(ctx, from, to, &r); err != nil {
+		return r, err
+	}
+	if err := copyKV(ctx, from, to, namespaces, &r); err != nil {
+		return r, err
+	}
+	if err := copyPacing(ctx, from, to, &r); err != nil {
+		return r, err
+	}
+	if err := copyCerts(ctx, from, to, &r); err != nil {
+		return r, err
 	}
 	return r, nil
 }
@@ -261,7 +268,7 @@ func certFiles(ctx context.Context, cs certmagic.Storage) ([]string, error) {
 }
 
 // copyInstallations copies the installations, then their tokens.
-func copyInstallations(ctx context.Context, from, to Store, _ []string, r *Report) error {
+func copyInstallations(ctx context.Context, from, to Store, r *Report) error {
 	insts, err := from.Installations(ctx)
 	if err != nil {
 		return fmt.Errorf("storecopy: reading the installations: %w", err)
@@ -295,7 +302,7 @@ type message struct{ oauthID, messageID string }
 
 // copyOutbox copies the dead letters and the pending jobs (steps 3 to 5 of
 // Copy).
-func copyOutbox(ctx context.Context, from, to Store, _ []string, r *Report) error {
+func copyOutbox(ctx context.Context, from, to Store, r *Report) error {
 	dead, err := from.DeadLetters(ctx)
 	if err != nil {
 		return fmt.Errorf("storecopy: reading the dead letters: %w", err)
@@ -401,11 +408,13 @@ func copyKV(ctx context.Context, from, to Store, namespaces []string, r *Report)
 }
 
 // copyPacing copies the pacing windows, in one SavePacing.
-func copyPacing(ctx context.Context, from, to Store, _ []string, r *Report) error {
+func copyPacing(ctx context.Context, from, to Store, r *Report) error {
 	windows, err := from.LoadPacing(ctx)
 	if err != nil {
 		return fmt.Errorf("storecopy: reading the pacing windows: %w", err)
 	}
+	// bbolt keeps the windows as entries of KV("pacing"), which Put can
+	// leave empty; SavePacing would take such a window for a deletion.
 	windows = slices.DeleteFunc(windows, func(w addon.PaceWindow) bool { return len(w.Times) == 0 })
 	if len(windows) == 0 {
 		return nil
@@ -418,7 +427,7 @@ func copyPacing(ctx context.Context, from, to Store, _ []string, r *Report) erro
 }
 
 // copyCerts copies the files of certmagic's storage.
-func copyCerts(ctx context.Context, from, to Store, _ []string, r *Report) error {
+func copyCerts(ctx context.Context, from, to Store, r *Report) error {
 	src, dst := from.CertStorage(), to.CertStorage()
 	files, err := certFiles(ctx, src)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hipconnect/hipconnect/internal/addon"
+	"github.com/hipconnect/hipconnect/internal/install"
 	"github.com/hipconnect/hipconnect/internal/pgstore"
 	"github.com/hipconnect/hipconnect/internal/pgstore/pgtest"
 	"github.com/hipconnect/hipconnect/internal/seal"
@@ -25,7 +26,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // namespaces are the key/value namespaces the tests copy (the daemon's).
-var namespaces = []string{"ui", "uninstall"}
+var namespaces = []string{"ui", install.PendingNamespace}
 
 // newKey returns a random secrets key.
 func newKey(t *testing.T) []byte {
@@ -101,13 +102,53 @@ func newPG(t *testing.T, maxPending int) target {
 	}}
 }
 
+// opener opens a new store with the given bound on pending jobs.
+type opener func(t *testing.T, maxPending int) target
+
 // backends are the targets the tests copy into from a bbolt store.
 var backends = []struct {
 	name string
-	open func(t *testing.T, maxPending int) target
+	open opener
 }{
 	{"bolt", newBolt},
 	{"postgres", newPG},
+}
+
+// eachBackend runs f as a subtest of t for each of backends.
+func eachBackend(t *testing.T, f func(t *testing.T, open opener)) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) { f(t, be.open) })
+	}
+}
+
+// newSourceA opens a new bbolt store holding the installation "a" only.
+func newSourceA(t *testing.T, maxPending int) target {
+	t.Helper()
+	src := newBolt(t, maxPending)
+	if err := src.PutInstallation(t.Context(), addon.Installation{OAuthID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// enqueueA enqueues into s a job of room 1 of "a" for the message m.
+func enqueueA(t *testing.T, s Store, m string) addon.Job {
+	t.Helper()
+	j, _, err := s.Enqueue(t.Context(), addon.Job{OAuthID: "a", RoomID: 1, MessageID: m, Command: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// enqueueNew enqueues j into s, failing t unless j is new there.
+func enqueueNew(t *testing.T, s Store, j addon.Job) addon.Job {
+	t.Helper()
+	nj, isNew, err := s.Enqueue(t.Context(), j)
+	if err != nil || !isNew {
+		t.Fatalf("Enqueue(%s/%s): new=%v, %v", j.OAuthID, j.MessageID, isNew, err)
+	}
+	return nj
 }
 
 // The fixture's secrets: none may be found at rest in either store.
@@ -142,7 +183,7 @@ var kvEntries = map[string]map[string][]byte{
 		addon.KeyPrefix("inst-a") + "room/1":   []byte(`{"commands":["hascode"]}`),
 		addon.KeyPrefix("inst-b") + "settings": {0, 1, 2, 0xff}, // not text
 	},
-	"uninstall": {
+	install.PendingNamespace: {
 		addon.KeyPrefix("inst-b") + "requested": []byte(base.Format(time.RFC3339Nano)),
 	},
 }
@@ -190,27 +231,19 @@ func fill(t *testing.T, s Store) {
 		}
 		return j
 	}
-	enqueue := func(j addon.Job) addon.Job {
-		t.Helper()
-		nj, isNew, err := s.Enqueue(ctx, j)
-		if err != nil || !isNew {
-			t.Fatalf("Enqueue(%s/%s): new=%v, %v", j.OAuthID, j.MessageID, isNew, err)
-		}
-		return nj
-	}
 	// Two rooms of inst-a, interleaved, with dead letters among them.
-	enqueue(job("inst-a", 1, "m1"))
-	a2 := enqueue(job("inst-a", 2, "m2"))
-	d1 := enqueue(job("inst-a", 1, "dead-1"))
-	enqueue(job("inst-a", 1, "m3"))
+	enqueueNew(t, s, job("inst-a", 1, "m1"))
+	a2 := enqueueNew(t, s, job("inst-a", 2, "m2"))
+	d1 := enqueueNew(t, s, job("inst-a", 1, "dead-1"))
+	enqueueNew(t, s, job("inst-a", 1, "m3"))
 	greeting := job("inst-a", 2, "")
 	greeting.Reply = &addon.Notification{Message: "hipconnect is installed in this room", MessageFormat: "text", Color: "green"}
-	enqueue(greeting)
-	enqueue(job("inst-a", 2, "m4"))
-	d2 := enqueue(job("inst-b", 20, "dead-2"))
+	enqueueNew(t, s, greeting)
+	enqueueNew(t, s, job("inst-a", 2, "m4"))
+	d2 := enqueueNew(t, s, job("inst-b", 20, "dead-2"))
 	b1 := job("inst-b", 20, "b1")
 	b1.ResponseOnly = true
-	enqueue(b1)
+	enqueueNew(t, s, b1)
 	for _, a := range []struct {
 		id     uint64
 		reason string
@@ -368,22 +401,12 @@ func check(t *testing.T, src Store, dst target, rep Report, start, end time.Time
 	// The target's duplicate detection knows every message copied: a
 	// redelivery is not new and answers with the copy.
 	for i, j := range srcJobs {
-		if j.MessageID == "" {
-			continue
-		}
-		j.ID = 0
-		got, isNew, err := dst.Enqueue(ctx, j)
-		if err != nil || isNew || got.ID != dstJobs[i].ID {
-			t.Errorf("redelivery of %s/%s: job %d, new=%v, %v; want job %d, not new", j.OAuthID, j.MessageID, got.ID, isNew, err, dstJobs[i].ID)
+		if j.MessageID != "" {
+			redeliver(t, dst, "", j, dstJobs[i].ID)
 		}
 	}
 	for i, dl := range srcDead {
-		j := dl.Job
-		j.ID = 0
-		got, isNew, err := dst.Enqueue(ctx, j)
-		if err != nil || isNew || got.ID != dstDead[i].Job.ID {
-			t.Errorf("redelivery of dead %s/%s: job %d, new=%v, %v; want job %d, not new", j.OAuthID, j.MessageID, got.ID, isNew, err, dstDead[i].Job.ID)
-		}
+		redeliver(t, dst, "dead ", dl.Job, dstDead[i].Job.ID)
 	}
 	if n := len(must(dst.Pending(ctx, 0))(t)); n != len(srcJobs) {
 		t.Errorf("after the redeliveries the target has %d pending jobs; want %d", n, len(srcJobs))
@@ -453,6 +476,18 @@ func check(t *testing.T, src Store, dst target, rep Report, start, end time.Time
 	}
 }
 
+// redeliver enqueues the source's job j (a dead letter's if what is
+// "dead ") into dst again, failing t unless dst takes it for the copy
+// wantID.
+func redeliver(t *testing.T, dst Store, what string, j addon.Job, wantID uint64) {
+	t.Helper()
+	j.ID = 0
+	got, isNew, err := dst.Enqueue(t.Context(), j)
+	if err != nil || isNew || got.ID != wantID {
+		t.Errorf("redelivery of %s%s/%s: job %d, new=%v, %v; want job %d, not new", what, j.OAuthID, j.MessageID, got.ID, isNew, err, wantID)
+	}
+}
+
 // copyFixture fills a new bbolt store, copies it into dst and checks the
 // copy.
 func copyFixture(t *testing.T, dst target) {
@@ -510,7 +545,7 @@ func TestNotEmptyTarget(t *testing.T) {
 			return s.Bury(ctx, j.ID, "r")
 		}, "1 dead letter"},
 		{"kv", func(ctx context.Context, s Store) error {
-			return s.KV("uninstall").Put(ctx, "a", []byte("1"))
+			return s.KV(install.PendingNamespace).Put(ctx, "a", []byte("1"))
 		}, `1 key in namespace "uninstall"`},
 		{"certmagic", func(ctx context.Context, s Store) error {
 			return s.CertStorage().Store(ctx, "certificates/x/x.crt", []byte("c"))
@@ -519,39 +554,37 @@ func TestNotEmptyTarget(t *testing.T) {
 			return s.KV("elsewhere").Put(ctx, "a", []byte("1"))
 		}, ""},
 	}
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			src := newBolt(t, 0)
-			fill(t, src)
-			for _, c := range cases {
-				t.Run(c.name, func(t *testing.T) {
-					ctx := t.Context()
-					dst := be.open(t, 0)
-					if err := c.put(ctx, dst); err != nil {
-						t.Fatal(err)
+	eachBackend(t, func(t *testing.T, open opener) {
+		src := newBolt(t, 0)
+		fill(t, src)
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				ctx := t.Context()
+				dst := open(t, 0)
+				if err := c.put(ctx, dst); err != nil {
+					t.Fatal(err)
+				}
+				before := must(dst.Installations(ctx))(t)
+				rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
+				if c.holds == "" {
+					if err != nil || rep != want {
+						t.Fatalf("Copy = %+v, %v; want %+v", rep, err, want)
 					}
-					before := must(dst.Installations(ctx))(t)
-					rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
-					if c.holds == "" {
-						if err != nil || rep != want {
-							t.Fatalf("Copy = %+v, %v; want %+v", rep, err, want)
-						}
-						return
-					}
-					if !errors.Is(err, ErrTargetNotEmpty) || !strings.Contains(err.Error(), c.holds) {
-						t.Fatalf("Copy: %v; want ErrTargetNotEmpty saying it holds %s", err, c.holds)
-					}
-					t.Logf("refused: %v", err)
-					if rep != (Report{}) {
-						t.Errorf("Report of a refused copy = %+v; want nothing", rep)
-					}
-					if after := must(dst.Installations(ctx))(t); len(after) != len(before) {
-						t.Errorf("a refused copy wrote %d installations", len(after)-len(before))
-					}
-				})
-			}
-		})
-	}
+					return
+				}
+				if !errors.Is(err, ErrTargetNotEmpty) || !strings.Contains(err.Error(), c.holds) {
+					t.Fatalf("Copy: %v; want ErrTargetNotEmpty saying it holds %s", err, c.holds)
+				}
+				t.Logf("refused: %v", err)
+				if rep != (Report{}) {
+					t.Errorf("Report of a refused copy = %+v; want nothing", rep)
+				}
+				if after := must(dst.Installations(ctx))(t); len(after) != len(before) {
+					t.Errorf("a refused copy wrote %d installations", len(after)-len(before))
+				}
+			})
+		}
+	})
 }
 
 // TestForce: with Force, a target that holds data takes the copy and keeps
@@ -560,77 +593,75 @@ func TestNotEmptyTarget(t *testing.T) {
 // and dead letters with a message id for duplicates and copies the
 // greeting, which has none, again.
 func TestForce(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := t.Context()
-			src := newBolt(t, 0)
-			fill(t, src)
-			dst := be.open(t, 0)
-			for _, inst := range []addon.Installation{
-				{OAuthID: "inst-a", OAuthSecret: "the target's own secret", GroupID: 99},
-				{OAuthID: "keep", OAuthSecret: "kept secret", GroupID: 5},
-			} {
-				if err := dst.PutInstallation(ctx, inst); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := dst.PutToken(ctx, "keep", addon.Token{AccessToken: "kept token", ExpiresAt: base}); err != nil {
+	eachBackend(t, func(t *testing.T, open opener) {
+		ctx := t.Context()
+		src := newBolt(t, 0)
+		fill(t, src)
+		dst := open(t, 0)
+		for _, inst := range []addon.Installation{
+			{OAuthID: "inst-a", OAuthSecret: "the target's own secret", GroupID: 99},
+			{OAuthID: "keep", OAuthSecret: "kept secret", GroupID: 5},
+		} {
+			if err := dst.PutInstallation(ctx, inst); err != nil {
 				t.Fatal(err)
 			}
-			kept, _, err := dst.Enqueue(ctx, addon.Job{OAuthID: "keep", RoomID: 5, MessageID: "k1", Command: "c"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := dst.KV("ui").Put(ctx, "kept", []byte("k")); err != nil {
-				t.Fatal(err)
-			}
-			if err := dst.CertStorage().Store(ctx, "certificates/kept/kept.crt", []byte("kept cert")); err != nil {
-				t.Fatal(err)
-			}
+		}
+		if err := dst.PutToken(ctx, "keep", addon.Token{AccessToken: "kept token", ExpiresAt: base}); err != nil {
+			t.Fatal(err)
+		}
+		kept, _, err := dst.Enqueue(ctx, addon.Job{OAuthID: "keep", RoomID: 5, MessageID: "k1", Command: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.KV("ui").Put(ctx, "kept", []byte("k")); err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.CertStorage().Store(ctx, "certificates/kept/kept.crt", []byte("kept cert")); err != nil {
+			t.Fatal(err)
+		}
 
-			if _, err := Copy(ctx, src, dst, Options{Namespaces: namespaces}); !errors.Is(err, ErrTargetNotEmpty) {
-				t.Fatalf("Copy without Force: %v; want ErrTargetNotEmpty", err)
-			}
-			rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces, Force: true})
-			if err != nil || rep != want {
-				t.Fatalf("Copy with Force = %+v, %v; want %+v", rep, err, want)
-			}
+		if _, err := Copy(ctx, src, dst, Options{Namespaces: namespaces}); !errors.Is(err, ErrTargetNotEmpty) {
+			t.Fatalf("Copy without Force: %v; want ErrTargetNotEmpty", err)
+		}
+		rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces, Force: true})
+		if err != nil || rep != want {
+			t.Fatalf("Copy with Force = %+v, %v; want %+v", rep, err, want)
+		}
 
-			a := must(dst.Installation(ctx, "inst-a"))(t)
-			if a.OAuthSecret != secretA || a.GroupID != 7 {
-				t.Errorf("inst-a on the target: secret %q, group %d; want the source's", a.OAuthSecret, a.GroupID)
-			}
-			if k := must(dst.Installation(ctx, "keep"))(t); k.OAuthSecret != "kept secret" {
-				t.Errorf("kept installation's secret = %q", k.OAuthSecret)
-			}
-			if tok := must(dst.Token(ctx, "keep"))(t); tok.AccessToken != "kept token" {
-				t.Errorf("kept token = %q", tok.AccessToken)
-			}
-			jobs := must(dst.Pending(ctx, 0))(t)
-			if len(jobs) != want.Jobs+1 || jobs[0].ID != kept.ID {
-				t.Errorf("target's pending jobs: %d, first %d; want %d, the kept job %d first", len(jobs), jobs[0].ID, want.Jobs+1, kept.ID)
-			}
-			if v, err := dst.KV("ui").Get(ctx, "kept"); err != nil || string(v) != "k" {
-				t.Errorf("kept key = %q, %v", v, err)
-			}
-			if v, err := dst.CertStorage().Load(ctx, "certificates/kept/kept.crt"); err != nil || string(v) != "kept cert" {
-				t.Errorf("kept certmagic file = %q, %v", v, err)
-			}
-			if n := len(must(dst.Installations(ctx))(t)); n != 4 {
-				t.Errorf("target has %d installations; want 4", n)
-			}
+		a := must(dst.Installation(ctx, "inst-a"))(t)
+		if a.OAuthSecret != secretA || a.GroupID != 7 {
+			t.Errorf("inst-a on the target: secret %q, group %d; want the source's", a.OAuthSecret, a.GroupID)
+		}
+		if k := must(dst.Installation(ctx, "keep"))(t); k.OAuthSecret != "kept secret" {
+			t.Errorf("kept installation's secret = %q", k.OAuthSecret)
+		}
+		if tok := must(dst.Token(ctx, "keep"))(t); tok.AccessToken != "kept token" {
+			t.Errorf("kept token = %q", tok.AccessToken)
+		}
+		jobs := must(dst.Pending(ctx, 0))(t)
+		if len(jobs) != want.Jobs+1 || jobs[0].ID != kept.ID {
+			t.Errorf("target's pending jobs: %d, first %d; want %d, the kept job %d first", len(jobs), jobs[0].ID, want.Jobs+1, kept.ID)
+		}
+		if v, err := dst.KV("ui").Get(ctx, "kept"); err != nil || string(v) != "k" {
+			t.Errorf("kept key = %q, %v", v, err)
+		}
+		if v, err := dst.CertStorage().Load(ctx, "certificates/kept/kept.crt"); err != nil || string(v) != "kept cert" {
+			t.Errorf("kept certmagic file = %q, %v", v, err)
+		}
+		if n := len(must(dst.Installations(ctx))(t)); n != 4 {
+			t.Errorf("target has %d installations; want 4", n)
+		}
 
-			again, err := Copy(ctx, src, dst, Options{Namespaces: namespaces, Force: true})
-			wantAgain := want
-			wantAgain.Jobs, wantAgain.DeadLetters, wantAgain.Duplicates = 1, 0, want.Jobs-1+want.DeadLetters
-			if err != nil || again != wantAgain {
-				t.Errorf("second forced Copy = %+v, %v; want %+v", again, err, wantAgain)
-			}
-			if n := len(must(dst.Pending(ctx, 0))(t)); n != want.Jobs+2 {
-				t.Errorf("after the second copy the target has %d pending jobs; want %d (the greeting twice)", n, want.Jobs+2)
-			}
-		})
-	}
+		again, err := Copy(ctx, src, dst, Options{Namespaces: namespaces, Force: true})
+		wantAgain := want
+		wantAgain.Jobs, wantAgain.DeadLetters, wantAgain.Duplicates = 1, 0, want.Jobs-1+want.DeadLetters
+		if err != nil || again != wantAgain {
+			t.Errorf("second forced Copy = %+v, %v; want %+v", again, err, wantAgain)
+		}
+		if n := len(must(dst.Pending(ctx, 0))(t)); n != want.Jobs+2 {
+			t.Errorf("after the second copy the target has %d pending jobs; want %d (the greeting twice)", n, want.Jobs+2)
+		}
+	})
 }
 
 // TestOutboxFull: a target whose bound on pending jobs is below the
@@ -638,32 +669,25 @@ func TestForce(t *testing.T) {
 // Unavailable error and says why, reporting what it copied before, and no
 // job is left out silently.
 func TestOutboxFull(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := t.Context()
-			src := newBolt(t, 0)
-			if err := src.PutInstallation(ctx, addon.Installation{OAuthID: "a"}); err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range []string{"m1", "m2", "m3"} {
-				if _, _, err := src.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, MessageID: m, Command: "c"}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			dst := be.open(t, 2)
-			rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
-			if addon.KindOf(err) != addon.Unavailable || !strings.Contains(err.Error(), "storage.max_pending") {
-				t.Fatalf("Copy: %v; want Unavailable naming storage.max_pending", err)
-			}
-			t.Logf("failed: %v", err)
-			if (rep != Report{Installations: 1, Jobs: 2}) {
-				t.Errorf("Report = %+v; want 1 installation, 2 jobs", rep)
-			}
-			if n := len(must(dst.Pending(ctx, 0))(t)); n != 2 {
-				t.Errorf("target has %d pending jobs; want 2", n)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, open opener) {
+		ctx := t.Context()
+		src := newSourceA(t, 0)
+		for _, m := range []string{"m1", "m2", "m3"} {
+			enqueueA(t, src, m)
+		}
+		dst := open(t, 2)
+		rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
+		if addon.KindOf(err) != addon.Unavailable || !strings.Contains(err.Error(), "storage.max_pending") {
+			t.Fatalf("Copy: %v; want Unavailable naming storage.max_pending", err)
+		}
+		t.Logf("failed: %v", err)
+		if (rep != Report{Installations: 1, Jobs: 2}) {
+			t.Errorf("Report = %+v; want 1 installation, 2 jobs", rep)
+		}
+		if n := len(must(dst.Pending(ctx, 0))(t)); n != 2 {
+			t.Errorf("target has %d pending jobs; want 2", n)
+		}
+	})
 }
 
 // TestDeadLettersAtBound: an installation with as many pending jobs as the
@@ -671,41 +695,33 @@ func TestOutboxFull(t *testing.T) {
 // target with the same bound: the dead letters pass through its outbox
 // before the pending jobs fill it.
 func TestDeadLettersAtBound(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := t.Context()
-			src := newBolt(t, 2)
-			if err := src.PutInstallation(ctx, addon.Installation{OAuthID: "a"}); err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range []string{"m1", "m2", "m3", "m4"} {
-				j, _, err := src.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, MessageID: m, Command: "c"})
-				if err != nil {
+	eachBackend(t, func(t *testing.T, open opener) {
+		ctx := t.Context()
+		src := newSourceA(t, 2)
+		for _, m := range []string{"m1", "m2", "m3", "m4"} {
+			j := enqueueA(t, src, m)
+			if m == "m1" || m == "m3" {
+				if err := src.Bury(ctx, j.ID, "gave up on "+m); err != nil {
 					t.Fatal(err)
 				}
-				if m == "m1" || m == "m3" {
-					if err := src.Bury(ctx, j.ID, "gave up on "+m); err != nil {
-						t.Fatal(err)
-					}
-				}
 			}
-			if _, _, err := src.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, MessageID: "m5", Command: "c"}); addon.KindOf(err) != addon.Unavailable {
-				t.Fatalf("source not at its bound: %v", err)
-			}
-			dst := be.open(t, 2)
-			rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
-			if err != nil || (rep != Report{Installations: 1, Jobs: 2, DeadLetters: 2}) {
-				t.Fatalf("Copy = %+v, %v; want 1 installation, 2 jobs, 2 dead letters", rep, err)
-			}
-			var got []string
-			for _, dl := range must(dst.DeadLetters(ctx))(t) {
-				got = append(got, dl.Job.MessageID+": "+dl.Reason)
-			}
-			if want := []string{"m1: gave up on m1", "m3: gave up on m3"}; !slices.Equal(got, want) {
-				t.Errorf("target's dead letters %q; want %q", got, want)
-			}
-		})
-	}
+		}
+		if _, _, err := src.Enqueue(ctx, addon.Job{OAuthID: "a", RoomID: 1, MessageID: "m5", Command: "c"}); addon.KindOf(err) != addon.Unavailable {
+			t.Fatalf("source not at its bound: %v", err)
+		}
+		dst := open(t, 2)
+		rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
+		if err != nil || (rep != Report{Installations: 1, Jobs: 2, DeadLetters: 2}) {
+			t.Fatalf("Copy = %+v, %v; want 1 installation, 2 jobs, 2 dead letters", rep, err)
+		}
+		var got []string
+		for _, dl := range must(dst.DeadLetters(ctx))(t) {
+			got = append(got, dl.Job.MessageID+": "+dl.Reason)
+		}
+		if want := []string{"m1: gave up on m1", "m3: gave up on m3"}; !slices.Equal(got, want) {
+			t.Errorf("target's dead letters %q; want %q", got, want)
+		}
+	})
 }
 
 // TestDuplicateMessages: a source holding one HipChat message twice (its
@@ -714,58 +730,46 @@ func TestDeadLettersAtBound(t *testing.T) {
 // takes each second one for a duplicate, counted; the pending job, not the
 // dead letter, is what it keeps.
 func TestDuplicateMessages(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) {
-			ctx := t.Context()
-			src := newBolt(t, 0)
-			if err := src.PutInstallation(ctx, addon.Installation{OAuthID: "a"}); err != nil {
-				t.Fatal(err)
-			}
-			date := time.Now().Add(-time.Minute).UTC().Truncate(time.Microsecond)
-			msg := func(m string) addon.Job {
-				return addon.Job{OAuthID: "a", RoomID: 1, MessageID: m, MessageDate: date, Command: "c", Args: m}
-			}
-			enqueue := func(m string) addon.Job {
-				j, isNew, err := src.Enqueue(ctx, msg(m))
-				if err != nil || !isNew {
-					t.Fatalf("Enqueue(%s): new=%v, %v", m, isNew, err)
-				}
-				return j
-			}
-			if err := src.Bury(ctx, enqueue("m1").ID, "gave up"); err != nil {
-				t.Fatal(err)
-			}
-			enqueue("m2")
-			if _, err := src.PruneSeen(ctx, time.Now().Add(time.Hour)); err != nil {
-				t.Fatal(err)
-			}
-			enqueue("m1")
-			enqueue("m2")
+	eachBackend(t, func(t *testing.T, open opener) {
+		ctx := t.Context()
+		src := newSourceA(t, 0)
+		date := time.Now().Add(-time.Minute).UTC().Truncate(time.Microsecond)
+		enqueue := func(m string) addon.Job {
+			return enqueueNew(t, src, addon.Job{OAuthID: "a", RoomID: 1, MessageID: m, MessageDate: date, Command: "c", Args: m})
+		}
+		if err := src.Bury(ctx, enqueue("m1").ID, "gave up"); err != nil {
+			t.Fatal(err)
+		}
+		enqueue("m2")
+		if _, err := src.PruneSeen(ctx, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		enqueue("m1")
+		enqueue("m2")
 
-			dst := be.open(t, 0)
-			rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
-			if err != nil || (rep != Report{Installations: 1, Jobs: 2, Duplicates: 2}) {
-				t.Fatalf("Copy = %+v, %v; want 1 installation, 2 jobs, 2 duplicates", rep, err)
-			}
-			var got []string
-			for _, j := range must(dst.Pending(ctx, 0))(t) {
-				got = append(got, j.MessageID)
-			}
-			if !slices.Equal(got, []string{"m2", "m1"}) {
-				t.Errorf("target's pending jobs %q; want m2, m1", got)
-			}
-			if dead := must(dst.DeadLetters(ctx))(t); len(dead) != 0 {
-				t.Errorf("target's dead letters %+v; want none (the message is pending)", dead)
-			}
-		})
-	}
+		dst := open(t, 0)
+		rep, err := Copy(ctx, src, dst, Options{Namespaces: namespaces})
+		if err != nil || (rep != Report{Installations: 1, Jobs: 2, Duplicates: 2}) {
+			t.Fatalf("Copy = %+v, %v; want 1 installation, 2 jobs, 2 duplicates", rep, err)
+		}
+		var got []string
+		for _, j := range must(dst.Pending(ctx, 0))(t) {
+			got = append(got, j.MessageID)
+		}
+		if !slices.Equal(got, []string{"m2", "m1"}) {
+			t.Errorf("target's pending jobs %q; want m2, m1", got)
+		}
+		if dead := must(dst.DeadLetters(ctx))(t); len(dead) != 0 {
+			t.Errorf("target's dead letters %+v; want none (the message is pending)", dead)
+		}
+	})
 }
 
 // TestCertMagicNamespaceRefused: certmagic's namespace is copied through
 // CertStorage, not as a key/value namespace.
 func TestCertMagicNamespaceRefused(t *testing.T) {
 	src, dst := newBolt(t, 0), newBolt(t, 0)
-	if _, err := Copy(t.Context(), src, dst, Options{Namespaces: []string{"ui", store.CertMagicNamespace}}); addon.KindOf(err) != addon.Invalid {
+	if _, err := Copy(t.Context(), src, dst, Options{Namespaces: []string{"ui", addon.CertMagicNamespace}}); addon.KindOf(err) != addon.Invalid {
 		t.Fatalf("Copy with namespace certmagic: %v; want Invalid", err)
 	}
 }

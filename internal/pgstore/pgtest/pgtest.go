@@ -329,6 +329,12 @@ func (c *cluster) start() error {
 		"-l", filepath.Join(c.dir, "server.log"), "-o", "-p "+strconv.Itoa(c.port)))
 }
 
+// stopCmd is pg_ctl stop in shutdown mode (immediate, fast), waiting until
+// the server is down.
+func (c *cluster) stopCmd(mode string) *exec.Cmd {
+	return c.command("pg_ctl", "stop", "-D", c.data(), "-m", mode, "-w")
+}
+
 // watcherScript waits for the test binary ($1) to exit, then stops the
 // cluster and removes its directory: the safety net for a binary that
 // dies before Main's cleanup.
@@ -340,7 +346,7 @@ rm -rf "$dir"`
 // watch starts the watcher (see watcherScript) in a process group of its
 // own, so that a signal to the test binary's group does not take it along.
 func (c *cluster) watch() {
-	stop := c.command("pg_ctl", "stop", "-D", c.data(), "-m", "immediate", "-w")
+	stop := c.stopCmd("immediate")
 	args := append([]string{"-c", watcherScript, "pgtest-watcher", strconv.Itoa(os.Getpid()), c.dir}, stop.Args...)
 	cmd := exec.Command("/bin/sh", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -352,7 +358,7 @@ func (c *cluster) watch() {
 
 // stop stops the server, ends the watcher and removes the directory.
 func (c *cluster) stop() error {
-	err := run(c.command("pg_ctl", "stop", "-D", c.data(), "-m", "immediate", "-w"))
+	err := run(c.stopCmd("immediate"))
 	if c.watcher != nil {
 		_ = c.watcher.Kill()
 	}
@@ -383,7 +389,7 @@ func Down(t testing.TB) (up func()) {
 	if shared == nil {
 		t.Fatal("pgtest: Down before Start")
 	}
-	if err := run(shared.command("pg_ctl", "stop", "-D", shared.data(), "-m", "fast", "-w")); err != nil {
+	if err := run(shared.stopCmd("fast")); err != nil {
 		t.Fatalf("pgtest: stop the cluster: %v", err)
 	}
 	var once sync.Once
