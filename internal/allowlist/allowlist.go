@@ -129,14 +129,15 @@ func HostIP(host string) (netip.Addr, bool) {
 		}
 		return ip.Unmap(), true
 	}
-	ip, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
-	if err != nil {
-		return netip.Addr{}, false
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap(), true // a zone may end in a dot: "fe80::1%eth0."
 	}
-	if ip.Is6() && strings.HasSuffix(host, ".") {
-		return netip.Addr{}, false
+	if v4, ok := strings.CutSuffix(host, "."); ok {
+		if ip, err := netip.ParseAddr(v4); err == nil && ip.Is4() {
+			return ip, true
+		}
 	}
-	return ip.Unmap(), true
+	return netip.Addr{}, false
 }
 
 // add parses one entry and adds it unless seen already.
